@@ -1,0 +1,105 @@
+//! HTTP routers. Handlers stay thin: parse, call the domain layer, map the typed error to
+//! the Iceberg error model (in [`crate::error`], one place).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::catalog::CatalogService;
+use crate::error::CatalogError;
+
+pub mod iceberg;
+
+/// Shared state of one region's HTTP server.
+pub struct AppState {
+    pub catalog: CatalogService,
+    pub region: String,
+    /// S3 settings vended in `/v1/config` and every table `config`.
+    pub storage_properties: HashMap<String, String>,
+    /// `storage_properties` as JSON, spliced into loadTable responses.
+    pub storage_properties_json: Bytes,
+}
+
+impl AppState {
+    pub fn new(
+        catalog: CatalogService,
+        region: String,
+        storage_properties: HashMap<String, String>,
+    ) -> AppState {
+        let json = serde_json::to_vec(&storage_properties).unwrap_or_else(|_| b"{}".to_vec());
+        AppState {
+            catalog,
+            region,
+            storage_properties,
+            storage_properties_json: Bytes::from(json),
+        }
+    }
+}
+
+/// The region's whole HTTP surface.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(iceberg::router())
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn ready(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> Result<&'static str, CatalogError> {
+    state.catalog.store().current_epoch().await?;
+    Ok("ready")
+}
+
+async fn unknown_route(req: Request) -> CatalogError {
+    CatalogError::bad_request(format!(
+        "No route for request: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let body = serde_json::json!({"error": {
+        "message": format!("Method {} is not allowed for {}", req.method(), req.uri().path()),
+        "type": "BadRequestException",
+        "code": 405,
+    }});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// A JSON body whose rejections (malformed JSON, unknown update type, too large) are
+/// answered in the Iceberg error model.
+pub struct IcebergJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for IcebergJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = CatalogError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                CatalogError::PayloadTooLarge(format!("Request body too large: {e}"))
+            } else {
+                CatalogError::bad_request(format!("Cannot read request body: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(IcebergJson)
+            .map_err(|e| CatalogError::bad_request(format!("Malformed request body: {e}")))
+    }
+}

@@ -1,0 +1,804 @@
+//! Catalog domain logic: catalogs resolved from the REST prefix, namespaces, tables and the
+//! commit path (requirements checked and updates applied with the `iceberg` crate, metadata
+//! written to object storage, pointer compare-and-swapped in the store).
+//!
+//! Nothing here knows about HTTP; handlers call these methods and map [`CatalogError`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use iceberg::spec::{SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec};
+use iceberg::{TableCreation, TableRequirement, TableUpdate};
+
+use crate::error::{CatalogError, Result};
+use crate::storage::{ObjectStore, StorageError};
+use crate::store::{
+    display_namespace, Catalog, EntityKind, MetadataStore, NotFound, Page, PageRequest,
+    PointerSwap, PropertiesUpdate, StoreError, TableRecord, Warehouse, WriteContext,
+    NAMESPACE_SEPARATOR,
+};
+
+mod metadata_cache;
+pub mod model;
+
+pub use metadata_cache::{CachedMetadata, MetadataCache};
+use model::{CreateTableRequest, TableIdentifier};
+
+/// How often the server re-tries a commit whose pointer swap lost a race, re-checking the
+/// requirements against the new metadata each time.
+const MAX_COMMIT_ATTEMPTS: u32 = 10;
+
+/// Longest accepted identifier part, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A catalog with its warehouse, as resolved from a REST prefix.
+#[derive(Debug, Clone)]
+pub struct ResolvedCatalog {
+    pub catalog: Catalog,
+    pub warehouse: Warehouse,
+}
+
+/// A loaded table: its pointer row and its parsed, cached metadata.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    pub record: TableRecord,
+    pub metadata: Arc<CachedMetadata>,
+}
+
+/// What a staged create answers: metadata that was not persisted.
+pub enum CreatedTable {
+    Committed(LoadedTable),
+    Staged(Arc<CachedMetadata>),
+}
+
+/// The region's catalog service.
+pub struct CatalogService {
+    store: Arc<dyn MetadataStore>,
+    objects: ObjectStore,
+    cache: MetadataCache,
+    tenant_id: String,
+    default_catalog: String,
+    catalogs: RwLock<HashMap<String, Arc<ResolvedCatalog>>>,
+    /// The region's fencing epoch as last read from the store.
+    epoch: AtomicI64,
+}
+
+/// Checks one identifier part: non-empty, bounded, no separator or control bytes.
+pub fn validate_name(kind: &str, part: &str) -> Result<()> {
+    if part.is_empty() {
+        return Err(CatalogError::bad_request(format!(
+            "Invalid {kind} name: must not be empty"
+        )));
+    }
+    if part.len() > MAX_NAME_BYTES {
+        return Err(CatalogError::bad_request(format!(
+            "Invalid {kind} name: longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if part
+        .chars()
+        .any(|c| c == NAMESPACE_SEPARATOR || c.is_control())
+    {
+        return Err(CatalogError::bad_request(format!(
+            "Invalid {kind} name {part:?}: contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_namespace(ns: &[String]) -> Result<()> {
+    if ns.is_empty() {
+        return Err(CatalogError::bad_request(
+            "Invalid namespace: must have at least one level",
+        ));
+    }
+    ns.iter().try_for_each(|p| validate_name("namespace", p))
+}
+
+/// Splits the URL form of a namespace (parts joined by 0x1F) into its parts.
+pub fn parse_namespace(raw: &str) -> Result<Vec<String>> {
+    let ns: Vec<String> = raw.split(NAMESPACE_SEPARATOR).map(str::to_string).collect();
+    validate_namespace(&ns)?;
+    Ok(ns)
+}
+
+fn table_display(ns: &[String], name: &str) -> String {
+    format!("{}.{}", display_namespace(ns), name)
+}
+
+/// A path segment safe in an object key: keeps `[A-Za-z0-9._-]`, replaces the rest.
+fn key_segment(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// FNV-1a, to spread table locations over hash prefixes (S3 throttles per prefix).
+fn fnv1a(s: &str) -> u32 {
+    s.bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// Version number of a metadata file name `NNNNN-<uuid>.metadata.json` (None if not of that form).
+fn metadata_version(location: &str) -> Option<u64> {
+    let file = location.rsplit('/').next()?;
+    let (num, _) = file.split_once('-')?;
+    num.parse().ok()
+}
+
+fn metadata_file_location(table_location: &str, version: u64) -> String {
+    format!(
+        "{}/metadata/{version:05}-{}.metadata.json",
+        table_location.trim_end_matches('/'),
+        uuid::Uuid::new_v4()
+    )
+}
+
+fn storage_err(e: StorageError) -> CatalogError {
+    match e {
+        StorageError::NotFound(l) => {
+            CatalogError::bad_request(format!("Metadata file does not exist: {l}"))
+        }
+        StorageError::InvalidLocation(l) => {
+            CatalogError::bad_request(format!("Invalid location: {l}"))
+        }
+        e => CatalogError::Storage(e.to_string()),
+    }
+}
+
+impl CatalogService {
+    pub async fn new(
+        store: Arc<dyn MetadataStore>,
+        objects: ObjectStore,
+        tenant_id: String,
+        default_catalog: String,
+        cache_entries: u64,
+    ) -> Result<CatalogService> {
+        let epoch = store.current_epoch().await?;
+        Ok(CatalogService {
+            store,
+            objects,
+            cache: MetadataCache::new(cache_entries),
+            tenant_id,
+            default_catalog,
+            catalogs: RwLock::new(HashMap::new()),
+            epoch: AtomicI64::new(epoch),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    pub fn default_catalog(&self) -> &str {
+        &self.default_catalog
+    }
+
+    fn ctx(&self) -> WriteContext {
+        WriteContext {
+            epoch: self.epoch.load(Ordering::Acquire),
+            actor: "anonymous".into(),
+        }
+    }
+
+    /// Maps a store error, refreshing the cached epoch when the store says it moved.
+    async fn write_err(&self, e: StoreError) -> CatalogError {
+        if let StoreError::StaleEpoch { current, .. } = e {
+            self.epoch.fetch_max(current, Ordering::AcqRel);
+        }
+        e.into()
+    }
+
+    // ---- catalogs ------------------------------------------------------------------------
+
+    /// The catalog named by a REST prefix (cached; catalogs are created rarely).
+    pub async fn resolve(&self, name: &str) -> Result<Arc<ResolvedCatalog>> {
+        if let Some(c) = self.catalogs.read().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(c);
+        }
+        let catalog = self
+            .store
+            .get_catalog(&self.tenant_id, name)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(NotFound::Catalog(name.to_string())))?;
+        let warehouse = self
+            .store
+            .get_warehouse_by_id(&catalog.warehouse_id)
+            .await?
+            .ok_or_else(|| {
+                CatalogError::Internal(format!("catalog {name} has no warehouse"))
+            })?;
+        let resolved = Arc::new(ResolvedCatalog { catalog, warehouse });
+        if let Ok(mut m) = self.catalogs.write() {
+            m.insert(name.to_string(), resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    // ---- namespaces ----------------------------------------------------------------------
+
+    pub async fn create_namespace(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        properties: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>> {
+        validate_namespace(ns)?;
+        match self
+            .store
+            .create_namespace(&self.ctx(), &cat.catalog.id, ns, properties)
+            .await
+        {
+            Ok(rec) => Ok(rec.properties),
+            Err(e) => Err(self.write_err(e).await),
+        }
+    }
+
+    pub async fn load_namespace(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+    ) -> Result<HashMap<String, String>> {
+        self.store
+            .get_namespace(&cat.catalog.id, ns)
+            .await?
+            .map(|r| r.properties)
+            .ok_or_else(|| CatalogError::NotFound(NotFound::Namespace(display_namespace(ns))))
+    }
+
+    pub async fn list_namespaces(
+        &self,
+        cat: &ResolvedCatalog,
+        parent: Option<&[String]>,
+        page: &PageRequest,
+    ) -> Result<Page<Vec<String>>> {
+        Ok(self
+            .store
+            .list_namespaces(&cat.catalog.id, parent, page)
+            .await?)
+    }
+
+    pub async fn drop_namespace(&self, cat: &ResolvedCatalog, ns: &[String]) -> Result<()> {
+        match self
+            .store
+            .drop_namespace(&self.ctx(), &cat.catalog.id, ns)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.write_err(e).await),
+        }
+    }
+
+    pub async fn update_namespace_properties(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        removals: &[String],
+        updates: &HashMap<String, String>,
+    ) -> Result<PropertiesUpdate> {
+        match self
+            .store
+            .update_namespace_properties(&self.ctx(), &cat.catalog.id, ns, removals, updates)
+            .await
+        {
+            Ok(u) => Ok(u),
+            Err(e) => Err(self.write_err(e).await),
+        }
+    }
+
+    // ---- tables --------------------------------------------------------------------------
+
+    pub async fn list_tables(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        page: &PageRequest,
+    ) -> Result<Page<String>> {
+        Ok(self
+            .store
+            .list_tables(&cat.catalog.id, ns, EntityKind::Table, page)
+            .await?)
+    }
+
+    /// `s3://<bucket>/<prefix><4 hex>/<namespace…>/<table>-<uuid>`.
+    fn default_location(&self, cat: &ResolvedCatalog, ns: &[String], name: &str) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut path: Vec<String> = ns.iter().map(|p| key_segment(p)).collect();
+        path.push(format!("{}-{id}", key_segment(name)));
+        let joined = path.join("/");
+        let hash = fnv1a(&format!("{joined}/{id}")) & 0xffff;
+        let prefix = cat.warehouse.key_prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        format!("s3://{}/{prefix}{hash:04x}/{joined}", cat.warehouse.bucket)
+    }
+
+    async fn get_entity(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        kind: EntityKind,
+    ) -> Result<Option<TableRecord>> {
+        Ok(self
+            .store
+            .get_table(&cat.catalog.id, ns, name)
+            .await?
+            .filter(|r| r.kind == kind))
+    }
+
+    fn no_such_table(ns: &[String], name: &str) -> CatalogError {
+        CatalogError::NotFound(NotFound::Table(table_display(ns, name)))
+    }
+
+    /// Parsed metadata for a pointer, from the cache or object storage.
+    pub async fn metadata_at(&self, location: &str) -> Result<Arc<CachedMetadata>> {
+        if let Some(m) = self.cache.get(location) {
+            return Ok(m);
+        }
+        let bytes = self.objects.get(location).await.map_err(|e| match e {
+            StorageError::NotFound(l) => {
+                CatalogError::Internal(format!("metadata file missing: {l}"))
+            }
+            e => CatalogError::Storage(e.to_string()),
+        })?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+            CatalogError::Internal(format!("metadata file {location} does not parse: {e}"))
+        })?;
+        Ok(self.cache.insert(location, metadata, bytes))
+    }
+
+    pub async fn load_table(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+    ) -> Result<LoadedTable> {
+        let record = self
+            .get_entity(cat, ns, name, EntityKind::Table)
+            .await?
+            .ok_or_else(|| Self::no_such_table(ns, name))?;
+        let metadata = self.metadata_at(&record.metadata_location).await?;
+        Ok(LoadedTable { record, metadata })
+    }
+
+    pub async fn table_exists(&self, cat: &ResolvedCatalog, ns: &[String], name: &str) -> Result<bool> {
+        Ok(self
+            .get_entity(cat, ns, name, EntityKind::Table)
+            .await?
+            .is_some())
+    }
+
+    pub async fn create_table(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        req: CreateTableRequest,
+    ) -> Result<CreatedTable> {
+        validate_name("table", &req.name)?;
+        if self.store.get_namespace(&cat.catalog.id, ns).await?.is_none() {
+            return Err(CatalogError::NotFound(NotFound::Namespace(
+                display_namespace(ns),
+            )));
+        }
+        if let Some(existing) = self.store.get_table(&cat.catalog.id, ns, &req.name).await? {
+            return Err(CatalogError::AlreadyExists(match existing.kind {
+                EntityKind::Table => format!("Table already exists: {}", table_display(ns, &req.name)),
+                EntityKind::View => format!(
+                    "View with same name already exists: {}",
+                    table_display(ns, &req.name)
+                ),
+            }));
+        }
+        let location = match req.location {
+            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
+            _ => self.default_location(cat, ns, &req.name),
+        };
+        let mut properties = req.properties;
+        properties
+            .entry("write.object-storage.enabled".into())
+            .or_insert_with(|| "true".into());
+        let creation = TableCreation::builder()
+            .name(req.name.clone())
+            .location(location.clone())
+            .schema(req.schema)
+            .partition_spec_opt(req.partition_spec)
+            .sort_order_opt(req.write_order)
+            .properties(properties)
+            .build();
+        let metadata = TableMetadataBuilder::from_table_creation(creation)?
+            .build()?
+            .metadata;
+        if req.stage_create {
+            return Ok(CreatedTable::Staged(Arc::new(CachedMetadata::new(metadata, None)?)));
+        }
+        let metadata_location = metadata_file_location(&location, 0);
+        self.publish_new(cat, ns, &req.name, metadata, metadata_location)
+            .await
+            .map(CreatedTable::Committed)
+    }
+
+    /// Writes a version-0 metadata file and inserts the pointer; on failure the file is
+    /// removed again so no pointer ever names a missing file and no orphan stays behind.
+    async fn publish_new(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        metadata: TableMetadata,
+        metadata_location: String,
+    ) -> Result<LoadedTable> {
+        let cached = self.write_metadata(&metadata_location, metadata).await?;
+        match self
+            .store
+            .create_table(
+                &self.ctx(),
+                &cat.catalog.id,
+                ns,
+                name,
+                EntityKind::Table,
+                &metadata_location,
+            )
+            .await
+        {
+            Ok(record) => Ok(LoadedTable {
+                record,
+                metadata: cached,
+            }),
+            Err(e) => {
+                self.discard(&metadata_location).await;
+                Err(self.write_err(e).await)
+            }
+        }
+    }
+
+    async fn write_metadata(
+        &self,
+        location: &str,
+        metadata: TableMetadata,
+    ) -> Result<Arc<CachedMetadata>> {
+        let cached = CachedMetadata::new(metadata, None)?;
+        self.objects
+            .put(location, cached.json.clone())
+            .await
+            .map_err(storage_err)?;
+        Ok(self.cache.insert_cached(location, cached))
+    }
+
+    async fn discard(&self, location: &str) {
+        self.cache.remove(location);
+        if let Err(e) = self.objects.delete(location).await {
+            tracing::warn!(%location, error = %e, "could not remove unpublished metadata file");
+        }
+    }
+
+    pub async fn register_table(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        metadata_location: &str,
+        overwrite: bool,
+    ) -> Result<LoadedTable> {
+        validate_name("table", name)?;
+        if overwrite {
+            return Err(CatalogError::Unsupported(
+                "registerTable with overwrite=true is not supported".into(),
+            ));
+        }
+        let bytes = self
+            .objects
+            .get(metadata_location)
+            .await
+            .map_err(storage_err)?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
+            CatalogError::bad_request(format!(
+                "Metadata file {metadata_location} is not valid table metadata: {e}"
+            ))
+        })?;
+        let cached = self.cache.insert(metadata_location, metadata, bytes);
+        let record = match self
+            .store
+            .create_table(
+                &self.ctx(),
+                &cat.catalog.id,
+                ns,
+                name,
+                EntityKind::Table,
+                metadata_location,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(self.write_err(e).await),
+        };
+        Ok(LoadedTable {
+            record,
+            metadata: cached,
+        })
+    }
+
+    pub async fn rename_table(
+        &self,
+        cat: &ResolvedCatalog,
+        from: &TableIdentifier,
+        to: &TableIdentifier,
+    ) -> Result<()> {
+        validate_namespace(&from.namespace)?;
+        validate_namespace(&to.namespace)?;
+        validate_name("table", &to.name)?;
+        match self
+            .store
+            .rename_table(
+                &self.ctx(),
+                &cat.catalog.id,
+                &from.namespace,
+                &from.name,
+                &to.namespace,
+                &to.name,
+                EntityKind::Table,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_err(e).await),
+        }
+    }
+
+    /// Drops the pointer, then (with `purge`) deletes every object under the table location.
+    /// A crash between the two leaves unreferenced files, never a pointer to missing files.
+    pub async fn drop_table(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        purge: bool,
+    ) -> Result<()> {
+        let location = if purge {
+            let t = self.load_table(cat, ns, name).await?;
+            Some(t.metadata.metadata.location().to_string())
+        } else {
+            None
+        };
+        let dropped = match self
+            .store
+            .drop_table(&self.ctx(), &cat.catalog.id, ns, name, EntityKind::Table)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(self.write_err(e).await),
+        };
+        self.cache.remove(&dropped.metadata_location);
+        if let Some(location) = location {
+            let (bucket, key) = crate::storage::parse_location(&location).map_err(storage_err)?;
+            if key.trim_matches('/').is_empty() {
+                tracing::warn!(%location, "not purging a table located at a bucket root");
+                return Ok(());
+            }
+            let n = self
+                .objects
+                .delete_prefix(&format!("s3://{bucket}/{}", key.trim_end_matches('/')))
+                .await
+                .map_err(storage_err)?;
+            tracing::info!(table = %table_display(ns, name), objects = n, "purged table files");
+        }
+        Ok(())
+    }
+
+    /// updateTable: check requirements, apply updates, write the next metadata file, swap
+    /// the pointer. A lost swap is retried against the new metadata while the requirements
+    /// still hold; otherwise 409 CommitFailedException.
+    pub async fn commit_table(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        requirements: Vec<TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<LoadedTable> {
+        validate_namespace(ns)?;
+        validate_name("table", name)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(record) = self.get_entity(cat, ns, name, EntityKind::Table).await? else {
+                if requirements.contains(&TableRequirement::NotExist) {
+                    return self
+                        .commit_staged_create(cat, ns, name, &requirements, updates)
+                        .await;
+                }
+                return Err(Self::no_such_table(ns, name));
+            };
+            let base = self.metadata_at(&record.metadata_location).await?;
+            for r in &requirements {
+                r.check(Some(&base.metadata))?;
+            }
+            let mut builder = TableMetadataBuilder::new_from_metadata(
+                (*base.metadata).clone(),
+                Some(record.metadata_location.clone()),
+            );
+            for u in updates.iter().cloned() {
+                builder = u.apply(builder)?;
+            }
+            let built = builder.build()?;
+            if built.changes.is_empty() && updates.is_empty() {
+                return Ok(LoadedTable {
+                    record,
+                    metadata: base,
+                });
+            }
+            let version = metadata_version(&record.metadata_location).map_or(1, |v| v + 1);
+            let new_location = metadata_file_location(built.metadata.location(), version);
+            let cached = self.write_metadata(&new_location, built.metadata).await?;
+            let swap = PointerSwap {
+                table_id: record.id.clone(),
+                expected_version: record.version,
+                new_metadata_location: new_location.clone(),
+            };
+            match self.store.commit_tables(&self.ctx(), &[swap]).await {
+                Ok(mut records) => {
+                    let record = records.pop().ok_or_else(|| {
+                        CatalogError::Internal("commit returned no record".into())
+                    })?;
+                    return Ok(LoadedTable {
+                        record,
+                        metadata: cached,
+                    });
+                }
+                Err(StoreError::CommitConflict(msg)) => {
+                    self.discard(&new_location).await;
+                    if attempt >= MAX_COMMIT_ATTEMPTS {
+                        return Err(CatalogError::CommitFailed(format!(
+                            "Commit failed after {attempt} attempts under contention: {msg}"
+                        )));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => {
+                    self.discard(&new_location).await;
+                    return Err(self.write_err(e).await);
+                }
+            }
+        }
+    }
+
+    /// Commit of a staged create (`assert-create`): the table is built from the updates.
+    async fn commit_staged_create(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> Result<LoadedTable> {
+        for r in requirements {
+            r.check(None)?;
+        }
+        if self.store.get_namespace(&cat.catalog.id, ns).await?.is_none() {
+            return Err(CatalogError::NotFound(NotFound::Namespace(
+                display_namespace(ns),
+            )));
+        }
+        let metadata = metadata_from_create_updates(updates, || {
+            self.default_location(cat, ns, name)
+        })?;
+        let location = metadata_file_location(metadata.location(), 0);
+        self.publish_new(cat, ns, name, metadata, location)
+            .await
+            .map_err(|e| match e {
+                CatalogError::AlreadyExists(m) => {
+                    CatalogError::CommitFailed(format!("Requirement failed: {m}"))
+                }
+                e => e,
+            })
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let base = 2u64.saturating_pow(attempt.min(8)).min(200);
+    Duration::from_millis(base + u64::from(nanos % 10))
+}
+
+/// Builds a new table's metadata from the updates of a staged-create commit: the first
+/// schema, spec, sort order, location, format version and uuid form the table, later
+/// updates (e.g. a first snapshot) are applied on top.
+fn metadata_from_create_updates(
+    updates: Vec<TableUpdate>,
+    default_location: impl FnOnce() -> String,
+) -> Result<TableMetadata> {
+    let mut schema = None;
+    let mut spec: Option<UnboundPartitionSpec> = None;
+    let mut order: Option<SortOrder> = None;
+    let mut location = None;
+    let mut format_version = None;
+    let mut uuid = None;
+    let mut properties = HashMap::new();
+    let mut rest = Vec::new();
+    for u in updates {
+        match u {
+            TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s),
+            TableUpdate::SetCurrentSchema { schema_id } if schema_id == -1 => {}
+            TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s),
+            TableUpdate::SetDefaultSpec { spec_id } if spec_id == -1 => {}
+            TableUpdate::AddSortOrder { sort_order } if order.is_none() => {
+                order = Some(sort_order)
+            }
+            TableUpdate::SetDefaultSortOrder { sort_order_id } if sort_order_id == -1 => {}
+            TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l),
+            TableUpdate::UpgradeFormatVersion { format_version: v } if format_version.is_none() => {
+                format_version = Some(v)
+            }
+            TableUpdate::AssignUuid { uuid: u } if uuid.is_none() => uuid = Some(u),
+            TableUpdate::SetProperties { updates } => properties.extend(updates),
+            other => rest.push(other),
+        }
+    }
+    let schema = schema.ok_or_else(|| {
+        CatalogError::bad_request("Creating a table requires an add-schema update")
+    })?;
+    let location = location
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(default_location);
+    let mut builder = TableMetadataBuilder::new(
+        schema,
+        spec.unwrap_or(UnboundPartitionSpec::builder().build()),
+        order.unwrap_or(SortOrder::unsorted_order()),
+        location.trim_end_matches('/').to_string(),
+        format_version.unwrap_or(iceberg::spec::FormatVersion::V2),
+        properties,
+    )?;
+    if let Some(u) = uuid {
+        builder = builder.assign_uuid(u);
+    }
+    for u in rest {
+        builder = u.apply(builder)?;
+    }
+    Ok(builder.build()?.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_versions_are_read_from_file_names() {
+        assert_eq!(
+            metadata_version("s3://b/t/metadata/00007-0a1b.metadata.json"),
+            Some(7)
+        );
+        assert_eq!(metadata_version("s3://b/t/metadata/v3.metadata.json"), None);
+    }
+
+    #[test]
+    fn identifiers_with_control_bytes_are_rejected() {
+        assert!(validate_name("table", "ok name").is_ok());
+        assert!(validate_name("table", "").is_err());
+        assert!(validate_name("table", "a\u{1f}b").is_err());
+        assert!(validate_name("table", &"x".repeat(300)).is_err());
+        assert!(parse_namespace("a\u{1f}b").unwrap() == vec!["a", "b"]);
+    }
+
+    #[test]
+    fn key_segments_are_object_key_safe() {
+        assert_eq!(key_segment("a b/c%d"), "a_b_c_d");
+    }
+}

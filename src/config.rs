@@ -1,0 +1,328 @@
+//! Region and node configuration: one typed struct read from `regions/<region>.toml`, with
+//! `PANGOLIN_<SECTION>__<KEY>` environment overrides, validated at start with errors that
+//! name the bad key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one catalog node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Root for relative paths and the `{data_dir}` placeholder in other values.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub region: RegionSection,
+    pub catalog: CatalogSection,
+    pub database: DatabaseSection,
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub bootstrap: BootstrapSection,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./pangolin-data")
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSection {
+    /// Region name, e.g. `us-east-1`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    /// Address the Iceberg REST / management API listens on (`127.0.0.1:0` picks a port).
+    pub listen: String,
+    /// Largest accepted request body in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Parsed table metadata kept in memory, in entries.
+    #[serde(default = "default_cache_entries")]
+    pub metadata_cache_entries: u64,
+}
+
+fn default_max_body() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_cache_entries() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// `sqlite://{data_dir}/catalog.db` or `postgres://user@host:5432/db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// S3 endpoint this region's nodes and clients use. Omit it with `[storage.embedded]`
+    /// to use the embedded endpoint's own address; omit both for AWS S3.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region vended to clients (always vended: pyarrow otherwise looks it up online).
+    pub region: String,
+    /// Static credentials (dev / S3-compatible stores). Without them the AWS default
+    /// credential chain is used and nothing secret is vended.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Run Pangolin's own S3-compatible endpoint (embedded default).
+    #[serde(default)]
+    pub embedded: Option<EmbeddedS3Section>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedS3Section {
+    pub listen: String,
+    /// Directory holding one folder per bucket.
+    pub root: PathBuf,
+}
+
+/// What a fresh region creates at first start.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSection {
+    #[serde(default = "default_name")]
+    pub tenant: String,
+    /// Catalog created at first start (with a warehouse and bucket of the same name) and
+    /// answered by `/v1/config` when a client names no warehouse. Empty: none.
+    #[serde(default = "default_catalog")]
+    pub catalog: String,
+    /// Bucket of the bootstrap warehouse.
+    #[serde(default = "default_catalog")]
+    pub bucket: String,
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        BootstrapSection {
+            tenant: default_name(),
+            catalog: default_catalog(),
+            bucket: default_catalog(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+
+fn default_catalog() -> String {
+    "demo".into()
+}
+
+/// Top-level keys that `PANGOLIN_<KEY>` environment variables may override.
+const CONFIG_ROOTS: &[&str] = &[
+    "data_dir",
+    "region",
+    "catalog",
+    "database",
+    "storage",
+    "bootstrap",
+];
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads a config file, applies `PANGOLIN_*` overrides from `env`, substitutes
+    /// `{data_dir}` and validates.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Like [`Config::load`] from a string; `origin` names it in errors.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        for (key, val) in env {
+            let Some(path) = key.strip_prefix("PANGOLIN_") else {
+                continue;
+            };
+            // Only keys of this file; other PANGOLIN_* variables belong to other tools.
+            let first = path.split("__").next().unwrap_or("").to_ascii_lowercase();
+            if !CONFIG_ROOTS.contains(&first.as_str()) {
+                continue;
+            }
+            set_path(&mut value, path, &val)
+                .map_err(|e| ConfigError(format!("environment {key}: {e}")))?;
+        }
+        let mut config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        config.expand_data_dir();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn expand_data_dir(&mut self) {
+        let dir = self.data_dir.display().to_string();
+        let sub = |s: &str| s.replace("{data_dir}", &dir);
+        self.database.url = sub(&self.database.url);
+        if let Some(e) = &mut self.storage.embedded {
+            e.root = PathBuf::from(sub(&e.root.display().to_string()));
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        if self.region.name.trim().is_empty() {
+            return bad("region.name", "must not be empty");
+        }
+        if self.catalog.listen.parse::<SocketAddr>().is_err() {
+            return bad("catalog.listen", "must be an address like 127.0.0.1:8181");
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return bad("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.storage.access_key_id.is_some() != self.storage.secret_access_key.is_some() {
+            return bad(
+                "storage.access_key_id",
+                "access_key_id and secret_access_key go together",
+            );
+        }
+        if let Some(e) = &self.storage.embedded {
+            if e.listen.parse::<SocketAddr>().is_err() {
+                return bad(
+                    "storage.embedded.listen",
+                    "must be an address like 127.0.0.1:9000",
+                );
+            }
+            if self.storage.access_key_id.is_none() {
+                return bad(
+                    "storage.access_key_id",
+                    "the embedded S3 endpoint needs static credentials",
+                );
+            }
+        } else if let Some(ep) = &self.storage.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return bad("storage.endpoint", "must be an http(s) URL");
+            }
+        }
+        if !self.bootstrap.catalog.is_empty() && self.bootstrap.bucket.is_empty() {
+            return bad("bootstrap.bucket", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The S3 settings vended to clients in `/v1/config` and table `config`.
+    pub fn vended_storage_properties(&self, endpoint: &str) -> HashMap<String, String> {
+        let mut p = HashMap::new();
+        if !endpoint.is_empty() {
+            p.insert("s3.endpoint".into(), endpoint.to_string());
+        }
+        p.insert("s3.region".into(), self.storage.region.clone());
+        p.insert("client.region".into(), self.storage.region.clone());
+        p.insert(
+            "s3.path-style-access".into(),
+            self.storage.path_style.to_string(),
+        );
+        if let (Some(k), Some(s)) = (
+            &self.storage.access_key_id,
+            &self.storage.secret_access_key,
+        ) {
+            p.insert("s3.access-key-id".into(), k.clone());
+            p.insert("s3.secret-access-key".into(), s.clone());
+        }
+        p
+    }
+}
+
+/// Sets `SECTION__KEY` (case-insensitive, `__` between levels) in a TOML table. Values are
+/// parsed as TOML scalars when they look like one, else taken as strings.
+fn set_path(root: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let (last, parents) = parts.split_last().ok_or("empty key")?;
+    let mut table = root;
+    for p in parents {
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a section"))?;
+    }
+    let value = match raw.parse::<i64>() {
+        Ok(i) => toml::Value::Integer(i),
+        Err(_) => match raw {
+            "true" => toml::Value::Boolean(true),
+            "false" => toml::Value::Boolean(false),
+            _ => toml::Value::String(raw.to_string()),
+        },
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: &str = include_str!("../regions/us-east-1.toml");
+
+    #[test]
+    fn dev_region_file_parses_and_substitutes_data_dir() {
+        let env = vec![("PANGOLIN_DATA_DIR".to_string(), "/tmp/x".to_string())];
+        let c = Config::parse(DEV, "us-east-1.toml", env).unwrap();
+        assert_eq!(c.region.name, "us-east-1");
+        assert_eq!(c.database.url, "sqlite:///tmp/x/us-east-1/catalog.db");
+        assert_eq!(
+            c.storage.embedded.unwrap().root,
+            PathBuf::from("/tmp/x/us-east-1/s3")
+        );
+    }
+
+    #[test]
+    fn env_override_replaces_nested_key() {
+        let env = vec![(
+            "PANGOLIN_CATALOG__LISTEN".to_string(),
+            "127.0.0.1:9999".to_string(),
+        )];
+        let c = Config::parse(DEV, "x", env).unwrap();
+        assert_eq!(c.catalog.listen, "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let text = format!("{DEV}\n[extra]\nfoo = 1\n");
+        let err = Config::parse(&text, "x", Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        let env = vec![("PANGOLIN_CATALOG__LISTEN".to_string(), "nope".to_string())];
+        let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
+        assert!(err.contains("catalog.listen"), "{err}");
+    }
+}

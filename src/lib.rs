@@ -1,0 +1,15 @@
+//! Pangolin: a multi-region Apache Iceberg REST catalog.
+//!
+//! Layers, each depending only on those below it: [`api`] (axum routers) → [`catalog`]
+//! (domain logic) → [`store`] (metadata rows) and [`storage`] (objects through aws-sdk-s3).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod server;
+pub mod storage;
+pub mod store;
+pub mod testing;

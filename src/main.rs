@@ -1,0 +1,62 @@
+//! The `pangolin` command: `serve` one node, or run the local `dev` deployment.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "pangolin", version, about = "Multi-region Apache Iceberg REST catalog")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one catalog node from a region config file.
+    Serve {
+        /// e.g. regions/us-east-1.toml
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the local deployment on loopback (embedded SQLite and S3, no external service).
+    Dev {
+        /// Where the deployment keeps its state across restarts.
+        #[arg(long, default_value = "./pangolin-data")]
+        data_dir: PathBuf,
+        /// Wipe the data dir first.
+        #[arg(long)]
+        fresh: bool,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PANGOLIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("PANGOLIN_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Serve { config } => {
+            let env = std::env::vars().filter(|(k, _)| k.starts_with("PANGOLIN_"));
+            let config = pangolin::config::Config::load(&config, env)?;
+            let shutdown = CancellationToken::new();
+            let node = pangolin::server::start(&config, shutdown.clone()).await?;
+            pangolin::dev::wait_for_signal().await;
+            shutdown.cancel();
+            node.wait().await;
+            Ok(())
+        }
+        Command::Dev { data_dir, fresh } => pangolin::dev::run(data_dir, fresh).await,
+    }
+}

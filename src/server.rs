@@ -1,0 +1,168 @@
+//! Starting one region's node: embedded S3 endpoint (embedded default), metadata store,
+//! first-start bootstrap, and the HTTP server, all stopped by one cancellation token.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::catalog::CatalogService;
+use crate::config::Config;
+use crate::storage::{embedded, ObjectStore, S3Settings};
+use crate::store::{MetadataStore, SqlStore, WriteContext};
+
+/// A running region node.
+pub struct RunningRegion {
+    pub catalog_addr: SocketAddr,
+    /// Address of the embedded S3 endpoint, when this node runs one.
+    pub s3_addr: Option<SocketAddr>,
+    /// The S3 endpoint vended to clients.
+    pub s3_endpoint: String,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningRegion {
+    /// Stops accepting, lets in-flight requests finish, and waits for every task.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the node has stopped (after its shutdown token fired).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Creates the SQLite file's folder so a fresh data dir just works.
+fn prepare_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tenant, warehouse (with its bucket on an embedded endpoint) and catalog of a fresh region.
+/// Returns the tenant id.
+async fn bootstrap(
+    store: &dyn MetadataStore,
+    objects: &ObjectStore,
+    config: &Config,
+) -> anyhow::Result<String> {
+    let b = &config.bootstrap;
+    let ctx = WriteContext {
+        epoch: store.current_epoch().await?,
+        actor: "bootstrap".into(),
+    };
+    let tenant_id = match store.get_tenant(&b.tenant).await? {
+        Some(t) => t.id,
+        None => store.create_tenant(&ctx, &b.tenant).await?.id,
+    };
+    if b.catalog.is_empty() {
+        return Ok(tenant_id);
+    }
+    if config.storage.embedded.is_some() {
+        objects
+            .ensure_bucket(&b.bucket)
+            .await
+            .with_context(|| format!("cannot create bucket {}", b.bucket))?;
+    }
+    let warehouse = match store.get_warehouse(&tenant_id, &b.catalog).await? {
+        Some(w) => w,
+        None => {
+            store
+                .create_warehouse(&ctx, &tenant_id, &b.catalog, &b.bucket, "")
+                .await?
+        }
+    };
+    if store.get_catalog(&tenant_id, &b.catalog).await?.is_none() {
+        store
+            .create_catalog(&ctx, &tenant_id, &warehouse.id, &b.catalog, &HashMap::new())
+            .await?;
+        tracing::info!(catalog = %b.catalog, bucket = %b.bucket, "created bootstrap catalog");
+    }
+    Ok(tenant_id)
+}
+
+/// Starts a region node from its configuration.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<RunningRegion> {
+    let mut tasks = Vec::new();
+    let mut s3_addr = None;
+    let mut endpoint = config.storage.endpoint.clone();
+    if let Some(e) = &config.storage.embedded {
+        let (key, secret) = config
+            .storage
+            .access_key_id
+            .as_deref()
+            .zip(config.storage.secret_access_key.as_deref())
+            .context("the embedded S3 endpoint needs storage.access_key_id and secret")?;
+        let (addr, task) = embedded::start(&e.listen, &e.root, key, secret, shutdown.clone()).await?;
+        s3_addr = Some(addr);
+        tasks.push(task);
+        endpoint.get_or_insert_with(|| format!("http://{addr}"));
+    }
+    let settings = S3Settings {
+        endpoint: endpoint.clone(),
+        region: config.storage.region.clone(),
+        credentials: config
+            .storage
+            .access_key_id
+            .clone()
+            .zip(config.storage.secret_access_key.clone()),
+        path_style: config.storage.path_style,
+    };
+    let objects = ObjectStore::connect(&settings).await;
+
+    prepare_sqlite_dir(&config.database.url)?;
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        SqlStore::connect(&config.database.url)
+            .await
+            .with_context(|| format!("cannot open metadata store {}", config.database.url))?,
+    );
+    let tenant_id = bootstrap(store.as_ref(), &objects, config).await?;
+
+    let catalog = CatalogService::new(
+        store,
+        objects,
+        tenant_id,
+        config.bootstrap.catalog.clone(),
+        config.catalog.metadata_cache_entries,
+    )
+    .await?;
+    let vended = config.vended_storage_properties(endpoint.as_deref().unwrap_or(""));
+    let state = Arc::new(AppState::new(catalog, config.region.name.clone(), vended));
+    let app = api::router(state, config.catalog.max_body_bytes);
+
+    let listener = TcpListener::bind(&config.catalog.listen)
+        .await
+        .with_context(|| format!("catalog cannot listen on {}", config.catalog.listen))?;
+    let catalog_addr = listener.local_addr()?;
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "catalog server failed");
+        }
+    }));
+    tracing::info!(region = %config.region.name, %catalog_addr, "catalog listening");
+    Ok(RunningRegion {
+        catalog_addr,
+        s3_addr,
+        s3_endpoint: endpoint.unwrap_or_default(),
+        shutdown,
+        tasks,
+    })
+}

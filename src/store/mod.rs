@@ -1,0 +1,307 @@
+//! Metadata store: the catalog's durable rows (tenants, warehouses, catalogs, namespaces,
+//! tables and views, the replication change log and the region's fencing epoch).
+//!
+//! One trait, [`MetadataStore`], with one SQL implementation ([`SqlStore`]) that runs on
+//! SQLite (embedded default) and PostgreSQL (production). Every mutation checks the region's
+//! fencing epoch and appends its [`ChangeRecord`] in the same transaction as the mutation.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+mod sql;
+
+pub use sql::SqlStore;
+
+/// Result type of the store layer.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Errors of the store layer. The HTTP layer maps them to the Iceberg error model.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(NotFound),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("Namespace is not empty: {0}")]
+    NamespaceNotEmpty(String),
+    /// The compare-and-swap of a pointer lost: someone committed in between.
+    #[error("Commit conflict: {0}")]
+    CommitConflict(String),
+    /// The write carried an epoch different from the region's stored fencing epoch.
+    #[error("Stale epoch: write carries epoch {carried}, region is at epoch {current}")]
+    StaleEpoch { carried: i64, current: i64 },
+    #[error("Invalid store argument: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What was not found; the message follows the reference server's wording, which clients
+/// copy into their own errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotFound {
+    #[error("Tenant does not exist: {0}")]
+    Tenant(String),
+    #[error("Warehouse does not exist: {0}")]
+    Warehouse(String),
+    #[error("Catalog does not exist: {0}")]
+    Catalog(String),
+    #[error("Namespace does not exist: {0}")]
+    Namespace(String),
+    #[error("Table does not exist: {0}")]
+    Table(String),
+    #[error("View does not exist: {0}")]
+    View(String),
+}
+
+/// Namespace and identifier parts are joined with this byte in the database (and in the
+/// REST URL form, percent-encoded as `%1F`). A part containing it is an invalid identifier.
+pub const NAMESPACE_SEPARATOR: char = '\u{1f}';
+
+/// Dotted display form used in error messages (`ns1.ns2`).
+pub fn display_namespace(ns: &[String]) -> String {
+    ns.join(".")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warehouse {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// Storage mapping: bucket and key prefix. Per-region endpoints/credentials come from the
+    /// region's config, so the same warehouse resolves to each region's own copy.
+    pub bucket: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    pub id: String,
+    pub tenant_id: String,
+    pub warehouse_id: String,
+    pub name: String,
+    pub properties: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub catalog_id: String,
+    pub name: Vec<String>,
+    pub properties: HashMap<String, String>,
+}
+
+/// A table or a view: a name is one or the other, never both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    Table,
+    View,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Table => "table",
+            EntityKind::View => "view",
+        }
+    }
+}
+
+/// The catalog's pointer to a table's (or view's) current metadata file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRecord {
+    pub id: String,
+    pub catalog_id: String,
+    pub namespace: Vec<String>,
+    pub name: String,
+    pub kind: EntityKind,
+    pub metadata_location: String,
+    /// Incremented by every pointer swap; the compare-and-swap compares it.
+    pub version: i64,
+}
+
+/// One pointer move of a commit: from `expected_version` to `new_metadata_location`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointerSwap {
+    pub table_id: String,
+    pub expected_version: i64,
+    pub new_metadata_location: String,
+}
+
+/// Who writes and under which fencing epoch. Every mutation carries one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteContext {
+    /// Must equal the region's stored epoch, else [`StoreError::StaleEpoch`] and nothing is written.
+    pub epoch: i64,
+    /// Request id / principal, recorded in the change log.
+    pub actor: String,
+}
+
+/// One entry of the replication outbox, appended in the same transaction as its mutation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Strictly increasing, gap-free order of commits within one region's log.
+    pub seq: i64,
+    pub epoch: i64,
+    pub catalog_id: Option<String>,
+    /// e.g. `create_namespace`, `commit_table`, `drop_table`, `rename_table`.
+    pub op: String,
+    /// Enough to re-apply the change elsewhere (entity ids, names, new pointer).
+    pub payload: serde_json::Value,
+    pub actor: String,
+    pub created_ms: i64,
+}
+
+/// Keyset pagination: `token` is the last name of the previous page (opaque to clients, the
+/// API layer encodes it); `size` None means everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    pub token: Option<String>,
+    pub size: Option<u32>,
+}
+
+/// A page of results; `next_token` is None on the last page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// Result of a namespace properties update, as the REST spec reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertiesUpdate {
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// The catalog's durable state. Implementations must make every method atomic.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Backend name for logs and metrics: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    // ---- fencing -------------------------------------------------------------------------
+    /// The region's current fencing epoch (starts at 1).
+    async fn current_epoch(&self) -> Result<i64>;
+    /// Raise the region's epoch (control plane only). Lowering it is refused with `Invalid`.
+    async fn set_epoch(&self, epoch: i64) -> Result<()>;
+
+    // ---- tenants, warehouses, catalogs ---------------------------------------------------
+    async fn create_tenant(&self, ctx: &WriteContext, name: &str) -> Result<Tenant>;
+    async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn create_warehouse(
+        &self,
+        ctx: &WriteContext,
+        tenant_id: &str,
+        name: &str,
+        bucket: &str,
+        key_prefix: &str,
+    ) -> Result<Warehouse>;
+    async fn get_warehouse(&self, tenant_id: &str, name: &str) -> Result<Option<Warehouse>>;
+    async fn get_warehouse_by_id(&self, id: &str) -> Result<Option<Warehouse>>;
+    async fn create_catalog(
+        &self,
+        ctx: &WriteContext,
+        tenant_id: &str,
+        warehouse_id: &str,
+        name: &str,
+        properties: &HashMap<String, String>,
+    ) -> Result<Catalog>;
+    async fn get_catalog(&self, tenant_id: &str, name: &str) -> Result<Option<Catalog>>;
+    async fn list_catalogs(&self, tenant_id: &str) -> Result<Vec<Catalog>>;
+
+    // ---- namespaces ----------------------------------------------------------------------
+    /// Fails with NotFound(Namespace(parent)) when a nested namespace's parent is missing,
+    /// AlreadyExists when it exists.
+    async fn create_namespace(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+        properties: &HashMap<String, String>,
+    ) -> Result<NamespaceRecord>;
+    async fn get_namespace(&self, catalog_id: &str, name: &[String]) -> Result<Option<NamespaceRecord>>;
+    /// Direct children of `parent` (top level when None), ordered by name.
+    /// NotFound(Namespace) when `parent` is given and does not exist.
+    async fn list_namespaces(
+        &self,
+        catalog_id: &str,
+        parent: Option<&[String]>,
+        page: &PageRequest,
+    ) -> Result<Page<Vec<String>>>;
+    /// NamespaceNotEmpty when it holds tables, views or child namespaces.
+    async fn drop_namespace(&self, ctx: &WriteContext, catalog_id: &str, name: &[String]) -> Result<()>;
+    async fn update_namespace_properties(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+        removals: &[String],
+        updates: &HashMap<String, String>,
+    ) -> Result<PropertiesUpdate>;
+
+    // ---- tables and views ----------------------------------------------------------------
+    /// AlreadyExists when a table OR view of that name exists; NotFound(Namespace) when the
+    /// namespace is missing. Version starts at 1.
+    async fn create_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        metadata_location: &str,
+    ) -> Result<TableRecord>;
+    /// The entity of that name whatever its kind (callers check `kind`). One indexed read:
+    /// this is the loadTable hot path.
+    async fn get_table(&self, catalog_id: &str, namespace: &[String], name: &str) -> Result<Option<TableRecord>>;
+    /// Names of the entities of `kind` in the namespace, ordered by name.
+    /// NotFound(Namespace) when the namespace is missing.
+    async fn list_tables(
+        &self,
+        catalog_id: &str,
+        namespace: &[String],
+        kind: EntityKind,
+        page: &PageRequest,
+    ) -> Result<Page<String>>;
+    /// Moves every pointer or none, in one transaction: each swap compares the version
+    /// (`CommitConflict` when any moved) and bumps it. Returns the new records in input order.
+    async fn commit_tables(&self, ctx: &WriteContext, swaps: &[PointerSwap]) -> Result<Vec<TableRecord>>;
+    /// Removes the entity of `kind` and returns it (NotFound(Table|View) otherwise).
+    async fn drop_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord>;
+    /// NotFound(Table|View) for the source, NotFound(Namespace) for a missing destination
+    /// namespace, AlreadyExists when the destination name is taken by a table or a view.
+    #[allow(clippy::too_many_arguments)]
+    async fn rename_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        from_namespace: &[String],
+        from_name: &str,
+        to_namespace: &[String],
+        to_name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord>;
+
+    // ---- replication outbox --------------------------------------------------------------
+    /// Change records with `seq > after`, in order, at most `limit`.
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>>;
+}

@@ -1,0 +1,1214 @@
+//! SQL implementation of the metadata store: [`SqlStore`], one code path for SQLite and
+//! PostgreSQL through sqlx's `Any` driver.
+//!
+//! # Representation
+//! Ids are TEXT uuids (v7), JSON (properties, change payloads) is TEXT, times are BIGINT epoch
+//! milliseconds. A namespace is stored under its parts joined with [`NAMESPACE_SEPARATOR`],
+//! with its parent's joined name (`''` at the top level) so children are one indexed range.
+//! Every statement uses `$n` placeholders, which both backends accept.
+//!
+//! # Backend differences (kept small and explicit)
+//! - Schema: `migrations/sqlite` and `migrations/postgres`, embedded and run by
+//!   [`SqlStore::connect`].
+//! - SQLite: WAL journal, `synchronous = FULL`, `busy_timeout` and `foreign_keys` on every
+//!   connection. Reads use a pool of `query_only` connections; writes use a separate pool of
+//!   ONE connection and start with `BEGIN IMMEDIATE`, so write transactions are serialized
+//!   in-process and a transaction never has to upgrade a read lock (no `SQLITE_BUSY` on
+//!   upgrade, no WAL snapshot conflicts).
+//! - PostgreSQL: one pool, READ COMMITTED. Rows a write depends on are locked explicitly
+//!   (the `locked!` suffixes below; SQLite needs none since its writers are serialized):
+//!   every mutation reads the fence row `FOR SHARE` (`set_epoch` takes it `FOR UPDATE`, so an
+//!   epoch change waits for in-flight writes and fences every later one); a parent namespace
+//!   is read `FOR SHARE` when creating a child and a namespace `FOR UPDATE` when dropping it
+//!   or rewriting its properties. Tables reference their namespace by foreign key, so a table
+//!   can never be created in (or renamed into) a namespace being dropped. Pointer swaps are a
+//!   compare-and-swap `UPDATE ... SET version = version + 1 ... WHERE id = $id AND version =
+//!   $expected` whose row count is checked; a multi-table commit updates its rows in table-id
+//!   order so two of them cannot deadlock.
+//!
+//! # Change log
+//! Every mutation appends its [`ChangeRecord`] in its own transaction. On SQLite `seq` is an
+//! `AUTOINCREMENT` key: writes are serialized and a rollback also rolls back the counter, so
+//! `seq` is gap-free and in commit order. On PostgreSQL `seq` is a `BIGSERIAL`: strictly
+//! increasing, but a sequence is not transactional, so a transaction that fails after its
+//! insert leaves a gap, and concurrent transactions may commit out of `seq` order (a reader of
+//! `changes_after` may see seq 8 before seq 7 commits). Mutations append their records after
+//! every check that can fail, so gaps only come from database errors. Commit-ordered,
+//! gap-free sequencing on PostgreSQL (e.g. a counter row taken just before commit) is left
+//! for when replication consumes the log.
+//!
+//! # Errors
+//! Unique and foreign-key violations that race past the pre-checks are mapped to
+//! `AlreadyExists` / `NotFound` / `NamespaceNotEmpty`, never surfaced as database errors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::error::ErrorKind;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+
+use super::{
+    display_namespace, Catalog, ChangeRecord, EntityKind, MetadataStore, NamespaceRecord,
+    NotFound, Page, PageRequest, PointerSwap, PropertiesUpdate, Result, StoreError,
+    TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+};
+
+/// Read connections of an SQLite store.
+const SQLITE_READ_POOL_SIZE: u32 = 8;
+/// Connections of a PostgreSQL store (reads and writes share them).
+const POSTGRES_POOL_SIZE: u32 = 16;
+/// Applied to every SQLite connection (journal_mode is set once, at connect).
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = FULL",
+];
+
+/// The columns [`table_from_row`] reads.
+macro_rules! table_columns {
+    () => {
+        "id, catalog_id, namespace, name, kind, metadata_location, version"
+    };
+}
+
+/// `$sql` with a PostgreSQL row-lock clause appended; SQLite's writers are serialized, so it
+/// needs none (and has no `FOR ...` syntax).
+macro_rules! locked {
+    ($backend:expr, $sql:expr, $lock:literal) => {
+        match $backend {
+            Backend::Sqlite => $sql,
+            Backend::Postgres => concat!($sql, " ", $lock),
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The SQL metadata store (SQLite or PostgreSQL). See the module docs.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    backend: Backend,
+    /// Pool for reads outside write transactions.
+    read: AnyPool,
+    /// Pool for write transactions: one connection on SQLite, the read pool on PostgreSQL.
+    write: AnyPool,
+}
+
+impl SqlStore {
+    /// Connects to `sqlite://path/to/file.db` (created if missing) or `postgres://...` and
+    /// applies the backend's embedded migrations.
+    pub async fn connect(url: &str) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split(':').next().unwrap_or_default();
+        let store = match scheme {
+            "sqlite" => Self::connect_sqlite(url).await?,
+            "postgres" | "postgresql" => Self::connect_postgres(url).await?,
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "unsupported metadata store URL scheme `{other}:` (expected sqlite: or postgres:)"
+                )))
+            }
+        };
+        tracing::info!(backend = store.backend(), "metadata store connected and migrated");
+        Ok(store)
+    }
+
+    /// Closes both pools, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<SqlStore> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Invalid(
+                "in-memory SQLite is not supported by the metadata store; use a file".into(),
+            ));
+        }
+        let url = if url.contains("mode=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        // WAL is a persistent property of the database file: switch it once, on a connection
+        // of its own, before any pool holds the file open.
+        let mut conn = AnyConnection::connect(&url).await?;
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.close().await?;
+
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn, false)))
+            .connect(&url)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&write).await?;
+        let read = AnyPoolOptions::new()
+            .max_connections(SQLITE_READ_POOL_SIZE)
+            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn, true)))
+            .connect(&url)
+            .await?;
+        Ok(SqlStore { backend: Backend::Sqlite, read, write })
+    }
+
+    async fn connect_postgres(url: &str) -> Result<SqlStore> {
+        let pool = AnyPoolOptions::new().max_connections(POSTGRES_POOL_SIZE).connect(url).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(SqlStore { backend: Backend::Postgres, read: pool.clone(), write: pool })
+    }
+
+    /// Starts a write transaction (see the module docs for SQLite's serialization).
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        })
+    }
+
+    /// Starts a write transaction and checks the write's fencing epoch inside it, holding the
+    /// fence row (PostgreSQL: `FOR SHARE`) until the transaction ends.
+    async fn begin_fenced(&self, ctx: &WriteContext) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.begin().await?;
+        let sql = locked!(self.backend, "SELECT epoch FROM fence WHERE id = 1", "FOR SHARE");
+        let current: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
+        if current != ctx.epoch {
+            return Err(StoreError::StaleEpoch { carried: ctx.epoch, current });
+        }
+        Ok(tx)
+    }
+
+    /// Whether the namespace exists; `lock` takes it `FOR SHARE` on PostgreSQL.
+    async fn namespace_exists(
+        &self,
+        conn: &mut AnyConnection,
+        catalog_id: &str,
+        joined: &str,
+        lock: bool,
+    ) -> Result<bool> {
+        let sql = if lock {
+            locked!(
+                self.backend,
+                "SELECT 1 FROM namespaces WHERE catalog_id = $1 AND name = $2",
+                "FOR SHARE"
+            )
+        } else {
+            "SELECT 1 FROM namespaces WHERE catalog_id = $1 AND name = $2"
+        };
+        let row = sqlx::query(sql).bind(catalog_id).bind(joined).fetch_optional(conn).await?;
+        Ok(row.is_some())
+    }
+
+    /// The kind of the entity of that name, whatever it is.
+    async fn entity_kind(
+        conn: &mut AnyConnection,
+        catalog_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<EntityKind>> {
+        let kind: Option<String> = sqlx::query_scalar(
+            "SELECT kind FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3",
+        )
+        .bind(catalog_id)
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+        kind.as_deref().map(parse_kind).transpose()
+    }
+
+    /// The error for a pointer swap whose compare-and-swap matched no row.
+    async fn swap_conflict(conn: &mut AnyConnection, swap: &PointerSwap) -> Result<StoreError> {
+        let row = sqlx::query(concat!("SELECT ", table_columns!(), " FROM tables WHERE id = $1"))
+            .bind(swap.table_id.as_str())
+            .fetch_optional(conn)
+            .await?;
+        Ok(StoreError::CommitConflict(match row {
+            Some(row) => {
+                let current = table_from_row(&row)?;
+                format!(
+                    "{} {} is at version {}, the commit expected version {}",
+                    kind_title(current.kind),
+                    ident(&current.namespace, &current.name),
+                    current.version,
+                    swap.expected_version
+                )
+            }
+            None => format!("table {} no longer exists", swap.table_id),
+        }))
+    }
+}
+
+async fn sqlite_pragmas(conn: &mut AnyConnection, read_only: bool) -> sqlx::Result<()> {
+    for pragma in SQLITE_PRAGMAS {
+        conn.execute(*pragma).await?;
+    }
+    if read_only {
+        conn.execute("PRAGMA query_only = ON").await?;
+    }
+    Ok(())
+}
+
+/// Appends one change record on the mutation's transaction.
+async fn append_change(
+    conn: &mut AnyConnection,
+    ctx: &WriteContext,
+    catalog_id: Option<&str>,
+    op: &str,
+    payload: Value,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO change_log (epoch, catalog_id, op, payload, actor, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(ctx.epoch)
+    .bind(catalog_id)
+    .bind(op)
+    .bind(payload.to_string())
+    .bind(ctx.actor.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn separator() -> String {
+    NAMESPACE_SEPARATOR.to_string()
+}
+
+/// The stored form of a namespace name; refuses empty names and parts and parts holding the
+/// separator.
+fn join_namespace(ns: &[String]) -> Result<String> {
+    if ns.is_empty() {
+        return Err(StoreError::Invalid("a namespace needs at least one part".into()));
+    }
+    for part in ns {
+        if part.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "empty part in namespace {}",
+                display_namespace(ns)
+            )));
+        }
+        if part.contains(NAMESPACE_SEPARATOR) {
+            return Err(StoreError::Invalid(format!(
+                "namespace part {part:?} contains the separator U+001F"
+            )));
+        }
+    }
+    Ok(ns.join(&separator()))
+}
+
+fn split_namespace(joined: &str) -> Vec<String> {
+    joined.split(NAMESPACE_SEPARATOR).map(str::to_owned).collect()
+}
+
+/// Refuses empty names and names holding the namespace separator.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid(format!("{what} name must not be empty")));
+    }
+    if name.contains(NAMESPACE_SEPARATOR) {
+        return Err(StoreError::Invalid(format!(
+            "{what} name {name:?} contains the separator U+001F"
+        )));
+    }
+    Ok(())
+}
+
+/// `ns1.ns2.name`, the form of table identifiers in messages.
+fn ident(ns: &[String], name: &str) -> String {
+    format!("{}.{}", display_namespace(ns), name)
+}
+
+fn parse_kind(kind: &str) -> Result<EntityKind> {
+    match kind {
+        "table" => Ok(EntityKind::Table),
+        "view" => Ok(EntityKind::View),
+        other => Err(decode_error(format!("unknown entity kind {other:?}"))),
+    }
+}
+
+fn kind_title(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Table => "Table",
+        EntityKind::View => "View",
+    }
+}
+
+fn decode_error(message: impl Into<String>) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(message.into().into()))
+}
+
+fn entity_not_found(kind: EntityKind, ns: &[String], name: &str) -> StoreError {
+    let ident = ident(ns, name);
+    StoreError::NotFound(match kind {
+        EntityKind::Table => NotFound::Table(ident),
+        EntityKind::View => NotFound::View(ident),
+    })
+}
+
+fn namespace_not_found(ns: &[String]) -> StoreError {
+    StoreError::NotFound(NotFound::Namespace(display_namespace(ns)))
+}
+
+/// Creating (or renaming to) a `wanted` named `ident` where an `existing` entity is.
+fn entity_exists(wanted: EntityKind, existing: EntityKind, ident: &str) -> StoreError {
+    StoreError::AlreadyExists(if wanted == existing {
+        format!("{} already exists: {ident}", kind_title(existing))
+    } else {
+        format!("{} with same name already exists: {ident}", kind_title(existing))
+    })
+}
+
+fn is_violation(err: &sqlx::Error, kind: ErrorKind) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == kind)
+}
+
+/// Maps a unique violation to `AlreadyExists(message())`, other errors to `Database`.
+fn on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    if is_violation(&err, ErrorKind::UniqueViolation) {
+        StoreError::AlreadyExists(message())
+    } else {
+        StoreError::Database(err)
+    }
+}
+
+fn properties_to_json(properties: &HashMap<String, String>) -> Result<String> {
+    let sorted: BTreeMap<&String, &String> = properties.iter().collect();
+    serde_json::to_string(&sorted)
+        .map_err(|e| StoreError::Invalid(format!("properties are not serializable: {e}")))
+}
+
+fn properties_from_json(text: &str) -> Result<HashMap<String, String>> {
+    serde_json::from_str(text).map_err(|e| decode_error(format!("bad properties JSON: {e}")))
+}
+
+fn table_from_row(row: &AnyRow) -> Result<TableRecord> {
+    let namespace: String = row.try_get("namespace")?;
+    let kind: String = row.try_get("kind")?;
+    Ok(TableRecord {
+        id: row.try_get("id")?,
+        catalog_id: row.try_get("catalog_id")?,
+        namespace: split_namespace(&namespace),
+        name: row.try_get("name")?,
+        kind: parse_kind(&kind)?,
+        metadata_location: row.try_get("metadata_location")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn table_payload(t: &TableRecord) -> Value {
+    json!({
+        "id": t.id,
+        "catalog_id": t.catalog_id,
+        "namespace": t.namespace,
+        "name": t.name,
+        "kind": t.kind,
+        "metadata_location": t.metadata_location,
+        "version": t.version,
+    })
+}
+
+fn warehouse_from_row(row: &AnyRow) -> Result<Warehouse> {
+    Ok(Warehouse {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        bucket: row.try_get("bucket")?,
+        key_prefix: row.try_get("key_prefix")?,
+    })
+}
+
+fn catalog_from_row(row: &AnyRow) -> Result<Catalog> {
+    let properties: String = row.try_get("properties")?;
+    Ok(Catalog {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        warehouse_id: row.try_get("warehouse_id")?,
+        name: row.try_get("name")?,
+        properties: properties_from_json(&properties)?,
+    })
+}
+
+/// The `LIMIT` of a keyset page query: one more than the page, to know whether another
+/// page follows.
+fn page_limit(page: &PageRequest) -> Result<i64> {
+    match page.size {
+        None => Ok(i64::MAX),
+        Some(0) => Err(StoreError::Invalid("page size must be positive".into())),
+        Some(size) => Ok(i64::from(size) + 1),
+    }
+}
+
+/// Cuts the extra row fetched by [`page_limit`]; the token is the last returned name.
+fn finish_page<T>(mut names: Vec<String>, page: &PageRequest, item: impl Fn(String) -> T) -> Page<T> {
+    let next_token = match page.size {
+        Some(size) if names.len() > size as usize => {
+            names.truncate(size as usize);
+            names.last().cloned()
+        }
+        _ => None,
+    };
+    Page { items: names.into_iter().map(item).collect(), next_token }
+}
+
+#[async_trait]
+impl MetadataStore for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    // ---- fencing -------------------------------------------------------------------------
+
+    async fn current_epoch(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM fence WHERE id = 1").fetch_one(&self.read).await?)
+    }
+
+    async fn set_epoch(&self, epoch: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let sql = locked!(self.backend, "SELECT epoch FROM fence WHERE id = 1", "FOR UPDATE");
+        let current: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
+        if epoch < current {
+            return Err(StoreError::Invalid(format!(
+                "the fencing epoch only rises: region is at epoch {current}, refusing {epoch}"
+            )));
+        }
+        if epoch > current {
+            sqlx::query("UPDATE fence SET epoch = $1 WHERE id = 1")
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- tenants, warehouses, catalogs ---------------------------------------------------
+
+    async fn create_tenant(&self, ctx: &WriteContext, name: &str) -> Result<Tenant> {
+        check_name("tenant", name)?;
+        let exists = || format!("Tenant already exists: {name}");
+        let tenant = Tenant { id: new_id(), name: name.to_owned() };
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let found = sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_some() {
+            return Err(StoreError::AlreadyExists(exists()));
+        }
+        sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
+            .bind(tenant.id.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| on_unique(e, exists))?;
+        let payload = json!({ "id": tenant.id, "name": tenant.name });
+        append_change(&mut tx, ctx, None, "create_tenant", payload, now).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| Ok(Tenant { id: row.try_get("id")?, name: row.try_get("name")? }))
+            .transpose()
+    }
+
+    async fn create_warehouse(
+        &self,
+        ctx: &WriteContext,
+        tenant_id: &str,
+        name: &str,
+        bucket: &str,
+        key_prefix: &str,
+    ) -> Result<Warehouse> {
+        check_name("warehouse", name)?;
+        let exists = || format!("Warehouse already exists: {name}");
+        let warehouse = Warehouse {
+            id: new_id(),
+            tenant_id: tenant_id.to_owned(),
+            name: name.to_owned(),
+            bucket: bucket.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+        };
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let tenant = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if tenant.is_none() {
+            return Err(StoreError::NotFound(NotFound::Tenant(tenant_id.to_owned())));
+        }
+        let found = sqlx::query("SELECT 1 FROM warehouses WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_some() {
+            return Err(StoreError::AlreadyExists(exists()));
+        }
+        sqlx::query(
+            "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(warehouse.id.as_str())
+        .bind(tenant_id)
+        .bind(name)
+        .bind(bucket)
+        .bind(key_prefix)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique(e, exists))?;
+        let payload = json!({
+            "id": warehouse.id,
+            "tenant_id": warehouse.tenant_id,
+            "name": warehouse.name,
+            "bucket": warehouse.bucket,
+            "key_prefix": warehouse.key_prefix,
+        });
+        append_change(&mut tx, ctx, None, "create_warehouse", payload, now).await?;
+        tx.commit().await?;
+        Ok(warehouse)
+    }
+
+    async fn get_warehouse(&self, tenant_id: &str, name: &str) -> Result<Option<Warehouse>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, bucket, key_prefix FROM warehouses \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(warehouse_from_row).transpose()
+    }
+
+    async fn get_warehouse_by_id(&self, id: &str) -> Result<Option<Warehouse>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, bucket, key_prefix FROM warehouses WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(warehouse_from_row).transpose()
+    }
+
+    async fn create_catalog(
+        &self,
+        ctx: &WriteContext,
+        tenant_id: &str,
+        warehouse_id: &str,
+        name: &str,
+        properties: &HashMap<String, String>,
+    ) -> Result<Catalog> {
+        check_name("catalog", name)?;
+        let exists = || format!("Catalog already exists: {name}");
+        let properties_json = properties_to_json(properties)?;
+        let catalog = Catalog {
+            id: new_id(),
+            tenant_id: tenant_id.to_owned(),
+            warehouse_id: warehouse_id.to_owned(),
+            name: name.to_owned(),
+            properties: properties.clone(),
+        };
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let tenant = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if tenant.is_none() {
+            return Err(StoreError::NotFound(NotFound::Tenant(tenant_id.to_owned())));
+        }
+        // The warehouse must belong to the same tenant.
+        let warehouse = sqlx::query("SELECT 1 FROM warehouses WHERE id = $1 AND tenant_id = $2")
+            .bind(warehouse_id)
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if warehouse.is_none() {
+            return Err(StoreError::NotFound(NotFound::Warehouse(warehouse_id.to_owned())));
+        }
+        let found = sqlx::query("SELECT 1 FROM catalogs WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_some() {
+            return Err(StoreError::AlreadyExists(exists()));
+        }
+        sqlx::query(
+            "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(catalog.id.as_str())
+        .bind(tenant_id)
+        .bind(warehouse_id)
+        .bind(name)
+        .bind(properties_json)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique(e, exists))?;
+        let payload = json!({
+            "id": catalog.id,
+            "tenant_id": catalog.tenant_id,
+            "warehouse_id": catalog.warehouse_id,
+            "name": catalog.name,
+            "properties": catalog.properties,
+        });
+        append_change(&mut tx, ctx, Some(&catalog.id), "create_catalog", payload, now).await?;
+        tx.commit().await?;
+        Ok(catalog)
+    }
+
+    async fn get_catalog(&self, tenant_id: &str, name: &str) -> Result<Option<Catalog>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, warehouse_id, name, properties FROM catalogs \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(catalog_from_row).transpose()
+    }
+
+    async fn list_catalogs(&self, tenant_id: &str) -> Result<Vec<Catalog>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, warehouse_id, name, properties FROM catalogs \
+             WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(catalog_from_row).collect()
+    }
+
+    // ---- namespaces ----------------------------------------------------------------------
+
+    async fn create_namespace(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+        properties: &HashMap<String, String>,
+    ) -> Result<NamespaceRecord> {
+        let joined = join_namespace(name)?;
+        let parent = &name[..name.len() - 1];
+        let parent_joined = parent.join(&separator());
+        let exists = || format!("Namespace already exists: {}", display_namespace(name));
+        let properties_json = properties_to_json(properties)?;
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        if parent.is_empty() {
+            let catalog = sqlx::query("SELECT 1 FROM catalogs WHERE id = $1")
+                .bind(catalog_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if catalog.is_none() {
+                return Err(StoreError::NotFound(NotFound::Catalog(catalog_id.to_owned())));
+            }
+        } else if !self.namespace_exists(&mut tx, catalog_id, &parent_joined, true).await? {
+            return Err(namespace_not_found(parent));
+        }
+        if self.namespace_exists(&mut tx, catalog_id, &joined, false).await? {
+            return Err(StoreError::AlreadyExists(exists()));
+        }
+        sqlx::query(
+            "INSERT INTO namespaces (catalog_id, name, parent, properties, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(catalog_id)
+        .bind(joined.as_str())
+        .bind(parent_joined.as_str())
+        .bind(properties_json)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_unique(e, exists))?;
+        let payload = json!({
+            "catalog_id": catalog_id,
+            "namespace": name,
+            "properties": properties,
+        });
+        append_change(&mut tx, ctx, Some(catalog_id), "create_namespace", payload, now).await?;
+        tx.commit().await?;
+        Ok(NamespaceRecord {
+            catalog_id: catalog_id.to_owned(),
+            name: name.to_vec(),
+            properties: properties.clone(),
+        })
+    }
+
+    async fn get_namespace(&self, catalog_id: &str, name: &[String]) -> Result<Option<NamespaceRecord>> {
+        let joined = join_namespace(name)?;
+        let properties: Option<String> = sqlx::query_scalar(
+            "SELECT properties FROM namespaces WHERE catalog_id = $1 AND name = $2",
+        )
+        .bind(catalog_id)
+        .bind(joined)
+        .fetch_optional(&self.read)
+        .await?;
+        properties
+            .map(|p| {
+                Ok(NamespaceRecord {
+                    catalog_id: catalog_id.to_owned(),
+                    name: name.to_vec(),
+                    properties: properties_from_json(&p)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn list_namespaces(
+        &self,
+        catalog_id: &str,
+        parent: Option<&[String]>,
+        page: &PageRequest,
+    ) -> Result<Page<Vec<String>>> {
+        let limit = page_limit(page)?;
+        let parent_joined = match parent.filter(|p| !p.is_empty()) {
+            Some(parent) => {
+                let joined = join_namespace(parent)?;
+                let mut conn = self.read.acquire().await?;
+                if !self.namespace_exists(&mut conn, catalog_id, &joined, false).await? {
+                    return Err(namespace_not_found(parent));
+                }
+                joined
+            }
+            None => String::new(),
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM namespaces WHERE catalog_id = $1 AND parent = $2 AND name > $3 \
+             ORDER BY name LIMIT $4",
+        )
+        .bind(catalog_id)
+        .bind(parent_joined)
+        .bind(page.token.as_deref().unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(finish_page(names, page, |name| split_namespace(&name)))
+    }
+
+    async fn drop_namespace(&self, ctx: &WriteContext, catalog_id: &str, name: &[String]) -> Result<()> {
+        let joined = join_namespace(name)?;
+        let not_empty = || StoreError::NamespaceNotEmpty(display_namespace(name));
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let sql = locked!(
+            self.backend,
+            "SELECT 1 FROM namespaces WHERE catalog_id = $1 AND name = $2",
+            "FOR UPDATE"
+        );
+        let found = sqlx::query(sql).bind(catalog_id).bind(joined.as_str()).fetch_optional(&mut *tx).await?;
+        if found.is_none() {
+            return Err(namespace_not_found(name));
+        }
+        let child = sqlx::query("SELECT 1 FROM namespaces WHERE catalog_id = $1 AND parent = $2 LIMIT 1")
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let entity = sqlx::query("SELECT 1 FROM tables WHERE catalog_id = $1 AND namespace = $2 LIMIT 1")
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if child.is_some() || entity.is_some() {
+            return Err(not_empty());
+        }
+        sqlx::query("DELETE FROM namespaces WHERE catalog_id = $1 AND name = $2")
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+                    not_empty()
+                } else {
+                    StoreError::Database(e)
+                }
+            })?;
+        let payload = json!({ "catalog_id": catalog_id, "namespace": name });
+        append_change(&mut tx, ctx, Some(catalog_id), "drop_namespace", payload, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_namespace_properties(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+        removals: &[String],
+        updates: &HashMap<String, String>,
+    ) -> Result<PropertiesUpdate> {
+        let joined = join_namespace(name)?;
+        let conflicting: BTreeSet<&String> = removals.iter().filter(|k| updates.contains_key(*k)).collect();
+        if !conflicting.is_empty() {
+            let keys: Vec<&str> = conflicting.into_iter().map(String::as_str).collect();
+            return Err(StoreError::Invalid(format!(
+                "Duplicate key to update and remove: {}",
+                keys.join(", ")
+            )));
+        }
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let sql = locked!(
+            self.backend,
+            "SELECT properties FROM namespaces WHERE catalog_id = $1 AND name = $2",
+            "FOR UPDATE"
+        );
+        let current: Option<String> = sqlx::query_scalar(sql)
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = current else {
+            return Err(namespace_not_found(name));
+        };
+        let mut properties = properties_from_json(&current)?;
+        let mut removed = BTreeSet::new();
+        let mut missing = BTreeSet::new();
+        for key in removals {
+            if properties.remove(key).is_some() {
+                removed.insert(key.clone());
+            } else if !removed.contains(key) {
+                missing.insert(key.clone());
+            }
+        }
+        let mut updated: Vec<String> = updates.keys().cloned().collect();
+        updated.sort();
+        properties.extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
+        sqlx::query("UPDATE namespaces SET properties = $1, updated_ms = $2 WHERE catalog_id = $3 AND name = $4")
+            .bind(properties_to_json(&properties)?)
+            .bind(now)
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let result = PropertiesUpdate {
+            updated,
+            removed: removed.into_iter().collect(),
+            missing: missing.into_iter().collect(),
+        };
+        let payload = json!({
+            "catalog_id": catalog_id,
+            "namespace": name,
+            "removed": result.removed,
+            "updates": updates,
+            "properties": properties,
+        });
+        append_change(&mut tx, ctx, Some(catalog_id), "update_namespace_properties", payload, now).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    // ---- tables and views ----------------------------------------------------------------
+
+    async fn create_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        metadata_location: &str,
+    ) -> Result<TableRecord> {
+        let joined = join_namespace(namespace)?;
+        check_name(kind.as_str(), name)?;
+        let ident = ident(namespace, name);
+        let record = TableRecord {
+            id: new_id(),
+            catalog_id: catalog_id.to_owned(),
+            namespace: namespace.to_vec(),
+            name: name.to_owned(),
+            kind,
+            metadata_location: metadata_location.to_owned(),
+            version: 1,
+        };
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        // The foreign key to the namespace row keeps a concurrent drop_namespace out.
+        if !self.namespace_exists(&mut tx, catalog_id, &joined, false).await? {
+            return Err(namespace_not_found(namespace));
+        }
+        if let Some(existing) = Self::entity_kind(&mut tx, catalog_id, &joined, name).await? {
+            return Err(entity_exists(kind, existing, &ident));
+        }
+        sqlx::query(
+            "INSERT INTO tables (id, catalog_id, namespace, name, kind, metadata_location, \
+             version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(record.id.as_str())
+        .bind(catalog_id)
+        .bind(joined.as_str())
+        .bind(name)
+        .bind(kind.as_str())
+        .bind(metadata_location)
+        .bind(record.version)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+                namespace_not_found(namespace)
+            } else {
+                on_unique(e, || format!("{} already exists: {ident}", kind_title(kind)))
+            }
+        })?;
+        append_change(&mut tx, ctx, Some(catalog_id), "create_table", table_payload(&record), now).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn get_table(&self, catalog_id: &str, namespace: &[String], name: &str) -> Result<Option<TableRecord>> {
+        let joined = join_namespace(namespace)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            table_columns!(),
+            " FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3"
+        ))
+        .bind(catalog_id)
+        .bind(joined)
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(table_from_row).transpose()
+    }
+
+    async fn list_tables(
+        &self,
+        catalog_id: &str,
+        namespace: &[String],
+        kind: EntityKind,
+        page: &PageRequest,
+    ) -> Result<Page<String>> {
+        let joined = join_namespace(namespace)?;
+        let limit = page_limit(page)?;
+        let mut conn = self.read.acquire().await?;
+        if !self.namespace_exists(&mut conn, catalog_id, &joined, false).await? {
+            return Err(namespace_not_found(namespace));
+        }
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tables WHERE catalog_id = $1 AND namespace = $2 AND kind = $3 \
+             AND name > $4 ORDER BY name LIMIT $5",
+        )
+        .bind(catalog_id)
+        .bind(joined)
+        .bind(kind.as_str())
+        .bind(page.token.as_deref().unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(finish_page(names, page, |name| name))
+    }
+
+    async fn commit_tables(&self, ctx: &WriteContext, swaps: &[PointerSwap]) -> Result<Vec<TableRecord>> {
+        let mut seen = HashSet::new();
+        for swap in swaps {
+            if !seen.insert(swap.table_id.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "table {} appears twice in one commit",
+                    swap.table_id
+                )));
+            }
+        }
+        // Update in table-id order so concurrent multi-table commits lock rows in the same
+        // order (no deadlocks on PostgreSQL); answer in input order.
+        let mut order: Vec<usize> = (0..swaps.len()).collect();
+        order.sort_by(|a, b| swaps[*a].table_id.cmp(&swaps[*b].table_id));
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let mut records = Vec::with_capacity(swaps.len());
+        for index in order {
+            let swap = &swaps[index];
+            let row = sqlx::query(concat!(
+                "UPDATE tables SET version = version + 1, metadata_location = $1, updated_ms = $2 \
+                 WHERE id = $3 AND version = $4 RETURNING ",
+                table_columns!()
+            ))
+            .bind(swap.new_metadata_location.as_str())
+            .bind(now)
+            .bind(swap.table_id.as_str())
+            .bind(swap.expected_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(row) => records.push((index, table_from_row(&row)?)),
+                None => return Err(Self::swap_conflict(&mut tx, swap).await?),
+            }
+        }
+        records.sort_by_key(|(index, _)| *index);
+        let records: Vec<TableRecord> = records.into_iter().map(|(_, record)| record).collect();
+        // Appended after every swap succeeded: a conflict writes no record.
+        for record in &records {
+            append_change(&mut tx, ctx, Some(&record.catalog_id), "commit_table", table_payload(record), now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    async fn drop_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord> {
+        let joined = join_namespace(namespace)?;
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let row = sqlx::query(concat!(
+            "DELETE FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3 \
+             AND kind = $4 RETURNING ",
+            table_columns!()
+        ))
+        .bind(catalog_id)
+        .bind(joined)
+        .bind(name)
+        .bind(kind.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(entity_not_found(kind, namespace, name));
+        };
+        let record = table_from_row(&row)?;
+        append_change(&mut tx, ctx, Some(catalog_id), "drop_table", table_payload(&record), now).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn rename_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        from_namespace: &[String],
+        from_name: &str,
+        to_namespace: &[String],
+        to_name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord> {
+        let from_joined = join_namespace(from_namespace)?;
+        let to_joined = join_namespace(to_namespace)?;
+        check_name(kind.as_str(), to_name)?;
+        let to_ident = ident(to_namespace, to_name);
+        let now = now_ms();
+        let mut tx = self.begin_fenced(ctx).await?;
+        let sql = locked!(
+            self.backend,
+            concat!(
+                "SELECT ",
+                table_columns!(),
+                " FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3 AND kind = $4"
+            ),
+            "FOR UPDATE"
+        );
+        let row = sqlx::query(sql)
+            .bind(catalog_id)
+            .bind(from_joined)
+            .bind(from_name)
+            .bind(kind.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(entity_not_found(kind, from_namespace, from_name));
+        };
+        let mut record = table_from_row(&row)?;
+        // The foreign key to the destination namespace keeps a concurrent drop out.
+        if !self.namespace_exists(&mut tx, catalog_id, &to_joined, false).await? {
+            return Err(namespace_not_found(to_namespace));
+        }
+        if let Some(existing) = Self::entity_kind(&mut tx, catalog_id, &to_joined, to_name).await? {
+            return Err(entity_exists(kind, existing, &to_ident));
+        }
+        sqlx::query("UPDATE tables SET namespace = $1, name = $2, updated_ms = $3 WHERE id = $4")
+            .bind(to_joined.as_str())
+            .bind(to_name)
+            .bind(now)
+            .bind(record.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_violation(&e, ErrorKind::ForeignKeyViolation) {
+                    namespace_not_found(to_namespace)
+                } else {
+                    on_unique(e, || format!("{} already exists: {to_ident}", kind_title(kind)))
+                }
+            })?;
+        record.namespace = to_namespace.to_vec();
+        record.name = to_name.to_owned();
+        let payload = json!({
+            "id": record.id,
+            "catalog_id": catalog_id,
+            "kind": kind,
+            "from_namespace": from_namespace,
+            "from_name": from_name,
+            "to_namespace": to_namespace,
+            "to_name": to_name,
+            "metadata_location": record.metadata_location,
+            "version": record.version,
+        });
+        append_change(&mut tx, ctx, Some(catalog_id), "rename_table", payload, now).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    // ---- replication outbox --------------------------------------------------------------
+
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, epoch, catalog_id, op, payload, actor, created_ms FROM change_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(ChangeRecord {
+                    seq: row.try_get("seq")?,
+                    epoch: row.try_get("epoch")?,
+                    catalog_id: row.try_get("catalog_id")?,
+                    op: row.try_get("op")?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| decode_error(format!("bad change payload JSON: {e}")))?,
+                    actor: row.try_get("actor")?,
+                    created_ms: row.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+}
