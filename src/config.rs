@@ -247,10 +247,7 @@ impl Config {
             "s3.path-style-access".into(),
             self.storage.path_style.to_string(),
         );
-        if let (Some(k), Some(s)) = (
-            &self.storage.access_key_id,
-            &self.storage.secret_access_key,
-        ) {
+        if let (Some(k), Some(s)) = (&self.storage.access_key_id, &self.storage.secret_access_key) {
             p.insert("s3.access-key-id".into(), k.clone());
             p.insert("s3.secret-access-key".into(), s.clone());
         }
@@ -315,7 +312,9 @@ mod tests {
     #[test]
     fn unknown_key_is_named_in_the_error() {
         let text = format!("{DEV}\n[extra]\nfoo = 1\n");
-        let err = Config::parse(&text, "x", Vec::new()).unwrap_err().to_string();
+        let err = Config::parse(&text, "x", Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("extra"), "{err}");
     }
 

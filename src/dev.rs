@@ -19,7 +19,11 @@ pub fn dev_config(data_dir: &Path) -> anyhow::Result<Config> {
         .filter(|(k, _)| k.starts_with("PANGOLIN_"))
         .collect();
     env.push(("PANGOLIN_DATA_DIR".into(), data_dir.display().to_string()));
-    Ok(Config::parse(DEV_REGION_TOML, "regions/us-east-1.toml (built in)", env)?)
+    Ok(Config::parse(
+        DEV_REGION_TOML,
+        "regions/us-east-1.toml (built in)",
+        env,
+    )?)
 }
 
 /// Runs until Ctrl-C / SIGTERM, then stops everything cleanly.

@@ -69,9 +69,10 @@ impl CatalogError {
             CatalogError::Unsupported(_) => {
                 (StatusCode::NOT_ACCEPTABLE, "UnsupportedOperationException")
             }
-            CatalogError::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailableException")
-            }
+            CatalogError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
             CatalogError::Storage(_) | CatalogError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException")
             }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "pangolin", version, about = "Multi-region Apache Iceberg REST catalog")]
+#[command(
+    name = "pangolin",
+    version,
+    about = "Multi-region Apache Iceberg REST catalog"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -107,7 +107,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             .as_deref()
             .zip(config.storage.secret_access_key.as_deref())
             .context("the embedded S3 endpoint needs storage.access_key_id and secret")?;
-        let (addr, task) = embedded::start(&e.listen, &e.root, key, secret, shutdown.clone()).await?;
+        let (addr, task) =
+            embedded::start(&e.listen, &e.root, key, secret, shutdown.clone()).await?;
         s3_addr = Some(addr);
         tasks.push(task);
         endpoint.get_or_insert_with(|| format!("http://{addr}"));

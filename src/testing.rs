@@ -37,8 +37,14 @@ impl TestRegion {
     pub async fn start_with(overrides: Vec<(String, String)>) -> anyhow::Result<TestRegion> {
         let dir = tempfile::tempdir()?;
         let mut env = vec![
-            ("PANGOLIN_DATA_DIR".to_string(), dir.path().display().to_string()),
-            ("PANGOLIN_CATALOG__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            (
+                "PANGOLIN_DATA_DIR".to_string(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "PANGOLIN_CATALOG__LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
             (
                 "PANGOLIN_STORAGE__EMBEDDED__LISTEN".to_string(),
                 "127.0.0.1:0".to_string(),

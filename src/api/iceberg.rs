@@ -172,7 +172,9 @@ async fn get_config(State(state): St, q: Params) -> ApiResult<Response> {
         .cloned()
         .unwrap_or_else(|| state.catalog.default_catalog().to_string());
     let cat = catalog(&state, &name).await.map_err(|e| match e {
-        CatalogError::NotFound(_) => CatalogError::NotFound(crate::store::NotFound::Warehouse(name.clone())),
+        CatalogError::NotFound(_) => {
+            CatalogError::NotFound(crate::store::NotFound::Warehouse(name.clone()))
+        }
         e => e,
     })?;
     let mut overrides = state.storage_properties.clone();
@@ -316,8 +318,7 @@ fn load_table_body(
     metadata_json: &[u8],
 ) -> ApiResult<Bytes> {
     let location = match metadata_location {
-        Some(l) => serde_json::to_vec(l)
-            .map_err(|e| CatalogError::Internal(e.to_string()))?,
+        Some(l) => serde_json::to_vec(l).map_err(|e| CatalogError::Internal(e.to_string()))?,
         None => b"null".to_vec(),
     };
     let mut b = BytesMut::with_capacity(
@@ -335,8 +336,8 @@ fn load_table_body(
 
 /// Metadata JSON restricted to the snapshots that refs point at (`snapshots=refs`).
 fn metadata_with_referenced_snapshots(m: &CachedMetadata) -> ApiResult<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(&m.json)
-        .map_err(|e| CatalogError::Internal(e.to_string()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&m.json).map_err(|e| CatalogError::Internal(e.to_string()))?;
     let mut referenced: std::collections::HashSet<i64> = v
         .get("refs")
         .and_then(|r| r.as_object())
@@ -398,7 +399,10 @@ async fn load_table(
     let cat = catalog(&state, &prefix).await?;
     let t = state.catalog.load_table(&cat, &ns, &table).await?;
     let tag = etag(&t.record.metadata_location);
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         if inm.split(',').any(|c| c.trim() == tag || c.trim() == "*") {
             let mut resp = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(v) = HeaderValue::from_str(&tag) {
@@ -430,10 +434,9 @@ async fn table_exists(
     if state.catalog.table_exists(&cat, &ns, &table).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(CatalogError::NotFound(crate::store::NotFound::Table(format!(
-            "{}.{table}",
-            ns.join(".")
-        ))))
+        Err(CatalogError::NotFound(crate::store::NotFound::Table(
+            format!("{}.{table}", ns.join(".")),
+        )))
     }
 }
 
@@ -524,10 +527,9 @@ async fn report_metrics(
     let ns = parse_namespace(&ns)?;
     let cat = catalog(&state, &prefix).await?;
     if !state.catalog.table_exists(&cat, &ns, &table).await? {
-        return Err(CatalogError::NotFound(crate::store::NotFound::Table(format!(
-            "{}.{table}",
-            ns.join(".")
-        ))));
+        return Err(CatalogError::NotFound(crate::store::NotFound::Table(
+            format!("{}.{table}", ns.join(".")),
+        )));
     }
     tracing::debug!(table = %table, kind = ?report.get("report-type"), "metrics report");
     Ok(StatusCode::NO_CONTENT)

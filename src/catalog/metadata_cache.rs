@@ -49,7 +49,12 @@ impl MetadataCache {
     }
 
     /// Caches metadata read from a file; `json` is the file's content.
-    pub fn insert(&self, location: &str, metadata: TableMetadata, json: Bytes) -> Arc<CachedMetadata> {
+    pub fn insert(
+        &self,
+        location: &str,
+        metadata: TableMetadata,
+        json: Bytes,
+    ) -> Arc<CachedMetadata> {
         self.insert_cached(
             location,
             CachedMetadata {

@@ -123,8 +123,9 @@ fn key_segment(s: &str) -> String {
 
 /// FNV-1a, to spread table locations over hash prefixes (S3 throttles per prefix).
 fn fnv1a(s: &str) -> u32 {
-    s.bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Version number of a metadata file name `NNNNN-<uuid>.metadata.json` (None if not of that form).
@@ -217,9 +218,7 @@ impl CatalogService {
             .store
             .get_warehouse_by_id(&catalog.warehouse_id)
             .await?
-            .ok_or_else(|| {
-                CatalogError::Internal(format!("catalog {name} has no warehouse"))
-            })?;
+            .ok_or_else(|| CatalogError::Internal(format!("catalog {name} has no warehouse")))?;
         let resolved = Arc::new(ResolvedCatalog { catalog, warehouse });
         if let Ok(mut m) = self.catalogs.write() {
             m.insert(name.to_string(), resolved.clone());
@@ -377,7 +376,12 @@ impl CatalogService {
         Ok(LoadedTable { record, metadata })
     }
 
-    pub async fn table_exists(&self, cat: &ResolvedCatalog, ns: &[String], name: &str) -> Result<bool> {
+    pub async fn table_exists(
+        &self,
+        cat: &ResolvedCatalog,
+        ns: &[String],
+        name: &str,
+    ) -> Result<bool> {
         Ok(self
             .get_entity(cat, ns, name, EntityKind::Table)
             .await?
@@ -391,14 +395,21 @@ impl CatalogService {
         req: CreateTableRequest,
     ) -> Result<CreatedTable> {
         validate_name("table", &req.name)?;
-        if self.store.get_namespace(&cat.catalog.id, ns).await?.is_none() {
+        if self
+            .store
+            .get_namespace(&cat.catalog.id, ns)
+            .await?
+            .is_none()
+        {
             return Err(CatalogError::NotFound(NotFound::Namespace(
                 display_namespace(ns),
             )));
         }
         if let Some(existing) = self.store.get_table(&cat.catalog.id, ns, &req.name).await? {
             return Err(CatalogError::AlreadyExists(match existing.kind {
-                EntityKind::Table => format!("Table already exists: {}", table_display(ns, &req.name)),
+                EntityKind::Table => {
+                    format!("Table already exists: {}", table_display(ns, &req.name))
+                }
                 EntityKind::View => format!(
                     "View with same name already exists: {}",
                     table_display(ns, &req.name)
@@ -425,7 +436,9 @@ impl CatalogService {
             .build()?
             .metadata;
         if req.stage_create {
-            return Ok(CreatedTable::Staged(Arc::new(CachedMetadata::new(metadata, None)?)));
+            return Ok(CreatedTable::Staged(Arc::new(CachedMetadata::new(
+                metadata, None,
+            )?)));
         }
         let metadata_location = metadata_file_location(&location, 0);
         self.publish_new(cat, ns, &req.name, metadata, metadata_location)
@@ -689,14 +702,18 @@ impl CatalogService {
         for r in requirements {
             r.check(None)?;
         }
-        if self.store.get_namespace(&cat.catalog.id, ns).await?.is_none() {
+        if self
+            .store
+            .get_namespace(&cat.catalog.id, ns)
+            .await?
+            .is_none()
+        {
             return Err(CatalogError::NotFound(NotFound::Namespace(
                 display_namespace(ns),
             )));
         }
-        let metadata = metadata_from_create_updates(updates, || {
-            self.default_location(cat, ns, name)
-        })?;
+        let metadata =
+            metadata_from_create_updates(updates, || self.default_location(cat, ns, name))?;
         let location = metadata_file_location(metadata.location(), 0);
         self.publish_new(cat, ns, name, metadata, location)
             .await
@@ -736,13 +753,11 @@ fn metadata_from_create_updates(
     for u in updates {
         match u {
             TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s),
-            TableUpdate::SetCurrentSchema { schema_id } if schema_id == -1 => {}
+            TableUpdate::SetCurrentSchema { schema_id: -1 } => {}
             TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s),
-            TableUpdate::SetDefaultSpec { spec_id } if spec_id == -1 => {}
-            TableUpdate::AddSortOrder { sort_order } if order.is_none() => {
-                order = Some(sort_order)
-            }
-            TableUpdate::SetDefaultSortOrder { sort_order_id } if sort_order_id == -1 => {}
+            TableUpdate::SetDefaultSpec { spec_id: -1 } => {}
+            TableUpdate::AddSortOrder { sort_order } if order.is_none() => order = Some(sort_order),
+            TableUpdate::SetDefaultSortOrder { sort_order_id: -1 } => {}
             TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l),
             TableUpdate::UpgradeFormatVersion { format_version: v } if format_version.is_none() => {
                 format_version = Some(v)

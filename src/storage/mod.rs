@@ -94,7 +94,14 @@ impl ObjectStore {
 
     /// Creates the bucket unless it exists (embedded endpoint; AWS buckets are provisioned).
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), StorageError> {
-        if self.client.head_bucket().bucket(bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         match self.client.create_bucket().bucket(bucket).send().await {
@@ -150,7 +157,14 @@ impl ObjectStore {
 
     pub async fn exists(&self, location: &str) -> Result<bool, StorageError> {
         let (bucket, key) = parse_location(location)?;
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) => {
                 let svc = e.into_service_error();

@@ -231,7 +231,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         name: &[String],
         properties: &HashMap<String, String>,
     ) -> Result<NamespaceRecord>;
-    async fn get_namespace(&self, catalog_id: &str, name: &[String]) -> Result<Option<NamespaceRecord>>;
+    async fn get_namespace(
+        &self,
+        catalog_id: &str,
+        name: &[String],
+    ) -> Result<Option<NamespaceRecord>>;
     /// Direct children of `parent` (top level when None), ordered by name.
     /// NotFound(Namespace) when `parent` is given and does not exist.
     async fn list_namespaces(
@@ -241,7 +245,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Vec<String>>>;
     /// NamespaceNotEmpty when it holds tables, views or child namespaces.
-    async fn drop_namespace(&self, ctx: &WriteContext, catalog_id: &str, name: &[String]) -> Result<()>;
+    async fn drop_namespace(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+    ) -> Result<()>;
     async fn update_namespace_properties(
         &self,
         ctx: &WriteContext,
@@ -265,7 +274,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<TableRecord>;
     /// The entity of that name whatever its kind (callers check `kind`). One indexed read:
     /// this is the loadTable hot path.
-    async fn get_table(&self, catalog_id: &str, namespace: &[String], name: &str) -> Result<Option<TableRecord>>;
+    async fn get_table(
+        &self,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+    ) -> Result<Option<TableRecord>>;
     /// Names of the entities of `kind` in the namespace, ordered by name.
     /// NotFound(Namespace) when the namespace is missing.
     async fn list_tables(
@@ -277,7 +291,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Page<String>>;
     /// Moves every pointer or none, in one transaction: each swap compares the version
     /// (`CommitConflict` when any moved) and bumps it. Returns the new records in input order.
-    async fn commit_tables(&self, ctx: &WriteContext, swaps: &[PointerSwap]) -> Result<Vec<TableRecord>>;
+    async fn commit_tables(
+        &self,
+        ctx: &WriteContext,
+        swaps: &[PointerSwap],
+    ) -> Result<Vec<TableRecord>>;
     /// Removes the entity of `kind` and returns it (NotFound(Table|View) otherwise).
     async fn drop_table(
         &self,

@@ -50,9 +50,9 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
-    display_namespace, Catalog, ChangeRecord, EntityKind, MetadataStore, NamespaceRecord,
-    NotFound, Page, PageRequest, PointerSwap, PropertiesUpdate, Result, StoreError,
-    TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+    display_namespace, Catalog, ChangeRecord, EntityKind, MetadataStore, NamespaceRecord, NotFound,
+    Page, PageRequest, PointerSwap, PropertiesUpdate, Result, StoreError, TableRecord, Tenant,
+    Warehouse, WriteContext, NAMESPACE_SEPARATOR,
 };
 
 /// Read connections of an SQLite store.
@@ -111,11 +111,14 @@ impl SqlStore {
             "postgres" | "postgresql" => Self::connect_postgres(url).await?,
             other => {
                 return Err(StoreError::Invalid(format!(
-                    "unsupported metadata store URL scheme `{other}:` (expected sqlite: or postgres:)"
-                )))
+                "unsupported metadata store URL scheme `{other}:` (expected sqlite: or postgres:)"
+            )))
             }
         };
-        tracing::info!(backend = store.backend(), "metadata store connected and migrated");
+        tracing::info!(
+            backend = store.backend(),
+            "metadata store connected and migrated"
+        );
         Ok(store)
     }
 
@@ -155,13 +158,24 @@ impl SqlStore {
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn, true)))
             .connect(&url)
             .await?;
-        Ok(SqlStore { backend: Backend::Sqlite, read, write })
+        Ok(SqlStore {
+            backend: Backend::Sqlite,
+            read,
+            write,
+        })
     }
 
     async fn connect_postgres(url: &str) -> Result<SqlStore> {
-        let pool = AnyPoolOptions::new().max_connections(POSTGRES_POOL_SIZE).connect(url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_POOL_SIZE)
+            .connect(url)
+            .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(SqlStore { backend: Backend::Postgres, read: pool.clone(), write: pool })
+        Ok(SqlStore {
+            backend: Backend::Postgres,
+            read: pool.clone(),
+            write: pool,
+        })
     }
 
     /// Starts a write transaction (see the module docs for SQLite's serialization).
@@ -176,10 +190,17 @@ impl SqlStore {
     /// fence row (PostgreSQL: `FOR SHARE`) until the transaction ends.
     async fn begin_fenced(&self, ctx: &WriteContext) -> Result<Transaction<'static, Any>> {
         let mut tx = self.begin().await?;
-        let sql = locked!(self.backend, "SELECT epoch FROM fence WHERE id = 1", "FOR SHARE");
+        let sql = locked!(
+            self.backend,
+            "SELECT epoch FROM fence WHERE id = 1",
+            "FOR SHARE"
+        );
         let current: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
         if current != ctx.epoch {
-            return Err(StoreError::StaleEpoch { carried: ctx.epoch, current });
+            return Err(StoreError::StaleEpoch {
+                carried: ctx.epoch,
+                current,
+            });
         }
         Ok(tx)
     }
@@ -201,7 +222,11 @@ impl SqlStore {
         } else {
             "SELECT 1 FROM namespaces WHERE catalog_id = $1 AND name = $2"
         };
-        let row = sqlx::query(sql).bind(catalog_id).bind(joined).fetch_optional(conn).await?;
+        let row = sqlx::query(sql)
+            .bind(catalog_id)
+            .bind(joined)
+            .fetch_optional(conn)
+            .await?;
         Ok(row.is_some())
     }
 
@@ -225,10 +250,14 @@ impl SqlStore {
 
     /// The error for a pointer swap whose compare-and-swap matched no row.
     async fn swap_conflict(conn: &mut AnyConnection, swap: &PointerSwap) -> Result<StoreError> {
-        let row = sqlx::query(concat!("SELECT ", table_columns!(), " FROM tables WHERE id = $1"))
-            .bind(swap.table_id.as_str())
-            .fetch_optional(conn)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            table_columns!(),
+            " FROM tables WHERE id = $1"
+        ))
+        .bind(swap.table_id.as_str())
+        .fetch_optional(conn)
+        .await?;
         Ok(StoreError::CommitConflict(match row {
             Some(row) => {
                 let current = table_from_row(&row)?;
@@ -295,7 +324,9 @@ fn separator() -> String {
 /// separator.
 fn join_namespace(ns: &[String]) -> Result<String> {
     if ns.is_empty() {
-        return Err(StoreError::Invalid("a namespace needs at least one part".into()));
+        return Err(StoreError::Invalid(
+            "a namespace needs at least one part".into(),
+        ));
     }
     for part in ns {
         if part.is_empty() {
@@ -314,13 +345,18 @@ fn join_namespace(ns: &[String]) -> Result<String> {
 }
 
 fn split_namespace(joined: &str) -> Vec<String> {
-    joined.split(NAMESPACE_SEPARATOR).map(str::to_owned).collect()
+    joined
+        .split(NAMESPACE_SEPARATOR)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Refuses empty names and names holding the namespace separator.
 fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(StoreError::Invalid(format!("{what} name must not be empty")));
+        return Err(StoreError::Invalid(format!(
+            "{what} name must not be empty"
+        )));
     }
     if name.contains(NAMESPACE_SEPARATOR) {
         return Err(StoreError::Invalid(format!(
@@ -371,7 +407,10 @@ fn entity_exists(wanted: EntityKind, existing: EntityKind, ident: &str) -> Store
     StoreError::AlreadyExists(if wanted == existing {
         format!("{} already exists: {ident}", kind_title(existing))
     } else {
-        format!("{} with same name already exists: {ident}", kind_title(existing))
+        format!(
+            "{} with same name already exists: {ident}",
+            kind_title(existing)
+        )
     })
 }
 
@@ -456,7 +495,11 @@ fn page_limit(page: &PageRequest) -> Result<i64> {
 }
 
 /// Cuts the extra row fetched by [`page_limit`]; the token is the last returned name.
-fn finish_page<T>(mut names: Vec<String>, page: &PageRequest, item: impl Fn(String) -> T) -> Page<T> {
+fn finish_page<T>(
+    mut names: Vec<String>,
+    page: &PageRequest,
+    item: impl Fn(String) -> T,
+) -> Page<T> {
     let next_token = match page.size {
         Some(size) if names.len() > size as usize => {
             names.truncate(size as usize);
@@ -464,7 +507,10 @@ fn finish_page<T>(mut names: Vec<String>, page: &PageRequest, item: impl Fn(Stri
         }
         _ => None,
     };
-    Page { items: names.into_iter().map(item).collect(), next_token }
+    Page {
+        items: names.into_iter().map(item).collect(),
+        next_token,
+    }
 }
 
 #[async_trait]
@@ -479,12 +525,18 @@ impl MetadataStore for SqlStore {
     // ---- fencing -------------------------------------------------------------------------
 
     async fn current_epoch(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT epoch FROM fence WHERE id = 1").fetch_one(&self.read).await?)
+        Ok(sqlx::query_scalar("SELECT epoch FROM fence WHERE id = 1")
+            .fetch_one(&self.read)
+            .await?)
     }
 
     async fn set_epoch(&self, epoch: i64) -> Result<()> {
         let mut tx = self.begin().await?;
-        let sql = locked!(self.backend, "SELECT epoch FROM fence WHERE id = 1", "FOR UPDATE");
+        let sql = locked!(
+            self.backend,
+            "SELECT epoch FROM fence WHERE id = 1",
+            "FOR UPDATE"
+        );
         let current: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
         if epoch < current {
             return Err(StoreError::Invalid(format!(
@@ -506,7 +558,10 @@ impl MetadataStore for SqlStore {
     async fn create_tenant(&self, ctx: &WriteContext, name: &str) -> Result<Tenant> {
         check_name("tenant", name)?;
         let exists = || format!("Tenant already exists: {name}");
-        let tenant = Tenant { id: new_id(), name: name.to_owned() };
+        let tenant = Tenant {
+            id: new_id(),
+            name: name.to_owned(),
+        };
         let now = now_ms();
         let mut tx = self.begin_fenced(ctx).await?;
         let found = sqlx::query("SELECT 1 FROM tenants WHERE name = $1")
@@ -534,8 +589,13 @@ impl MetadataStore for SqlStore {
             .bind(name)
             .fetch_optional(&self.read)
             .await?;
-        row.map(|row| Ok(Tenant { id: row.try_get("id")?, name: row.try_get("name")? }))
-            .transpose()
+        row.map(|row| {
+            Ok(Tenant {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+            })
+        })
+        .transpose()
     }
 
     async fn create_warehouse(
@@ -653,7 +713,9 @@ impl MetadataStore for SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
         if warehouse.is_none() {
-            return Err(StoreError::NotFound(NotFound::Warehouse(warehouse_id.to_owned())));
+            return Err(StoreError::NotFound(NotFound::Warehouse(
+                warehouse_id.to_owned(),
+            )));
         }
         let found = sqlx::query("SELECT 1 FROM catalogs WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
@@ -683,7 +745,15 @@ impl MetadataStore for SqlStore {
             "name": catalog.name,
             "properties": catalog.properties,
         });
-        append_change(&mut tx, ctx, Some(&catalog.id), "create_catalog", payload, now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(&catalog.id),
+            "create_catalog",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(catalog)
     }
@@ -733,12 +803,20 @@ impl MetadataStore for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if catalog.is_none() {
-                return Err(StoreError::NotFound(NotFound::Catalog(catalog_id.to_owned())));
+                return Err(StoreError::NotFound(NotFound::Catalog(
+                    catalog_id.to_owned(),
+                )));
             }
-        } else if !self.namespace_exists(&mut tx, catalog_id, &parent_joined, true).await? {
+        } else if !self
+            .namespace_exists(&mut tx, catalog_id, &parent_joined, true)
+            .await?
+        {
             return Err(namespace_not_found(parent));
         }
-        if self.namespace_exists(&mut tx, catalog_id, &joined, false).await? {
+        if self
+            .namespace_exists(&mut tx, catalog_id, &joined, false)
+            .await?
+        {
             return Err(StoreError::AlreadyExists(exists()));
         }
         sqlx::query(
@@ -758,7 +836,15 @@ impl MetadataStore for SqlStore {
             "namespace": name,
             "properties": properties,
         });
-        append_change(&mut tx, ctx, Some(catalog_id), "create_namespace", payload, now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "create_namespace",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(NamespaceRecord {
             catalog_id: catalog_id.to_owned(),
@@ -767,7 +853,11 @@ impl MetadataStore for SqlStore {
         })
     }
 
-    async fn get_namespace(&self, catalog_id: &str, name: &[String]) -> Result<Option<NamespaceRecord>> {
+    async fn get_namespace(
+        &self,
+        catalog_id: &str,
+        name: &[String],
+    ) -> Result<Option<NamespaceRecord>> {
         let joined = join_namespace(name)?;
         let properties: Option<String> = sqlx::query_scalar(
             "SELECT properties FROM namespaces WHERE catalog_id = $1 AND name = $2",
@@ -798,7 +888,10 @@ impl MetadataStore for SqlStore {
             Some(parent) => {
                 let joined = join_namespace(parent)?;
                 let mut conn = self.read.acquire().await?;
-                if !self.namespace_exists(&mut conn, catalog_id, &joined, false).await? {
+                if !self
+                    .namespace_exists(&mut conn, catalog_id, &joined, false)
+                    .await?
+                {
                     return Err(namespace_not_found(parent));
                 }
                 joined
@@ -818,7 +911,12 @@ impl MetadataStore for SqlStore {
         Ok(finish_page(names, page, |name| split_namespace(&name)))
     }
 
-    async fn drop_namespace(&self, ctx: &WriteContext, catalog_id: &str, name: &[String]) -> Result<()> {
+    async fn drop_namespace(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+    ) -> Result<()> {
         let joined = join_namespace(name)?;
         let not_empty = || StoreError::NamespaceNotEmpty(display_namespace(name));
         let now = now_ms();
@@ -828,20 +926,26 @@ impl MetadataStore for SqlStore {
             "SELECT 1 FROM namespaces WHERE catalog_id = $1 AND name = $2",
             "FOR UPDATE"
         );
-        let found = sqlx::query(sql).bind(catalog_id).bind(joined.as_str()).fetch_optional(&mut *tx).await?;
+        let found = sqlx::query(sql)
+            .bind(catalog_id)
+            .bind(joined.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         if found.is_none() {
             return Err(namespace_not_found(name));
         }
-        let child = sqlx::query("SELECT 1 FROM namespaces WHERE catalog_id = $1 AND parent = $2 LIMIT 1")
-            .bind(catalog_id)
-            .bind(joined.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let entity = sqlx::query("SELECT 1 FROM tables WHERE catalog_id = $1 AND namespace = $2 LIMIT 1")
-            .bind(catalog_id)
-            .bind(joined.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let child =
+            sqlx::query("SELECT 1 FROM namespaces WHERE catalog_id = $1 AND parent = $2 LIMIT 1")
+                .bind(catalog_id)
+                .bind(joined.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let entity =
+            sqlx::query("SELECT 1 FROM tables WHERE catalog_id = $1 AND namespace = $2 LIMIT 1")
+                .bind(catalog_id)
+                .bind(joined.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if child.is_some() || entity.is_some() {
             return Err(not_empty());
         }
@@ -858,7 +962,15 @@ impl MetadataStore for SqlStore {
                 }
             })?;
         let payload = json!({ "catalog_id": catalog_id, "namespace": name });
-        append_change(&mut tx, ctx, Some(catalog_id), "drop_namespace", payload, now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "drop_namespace",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -872,7 +984,10 @@ impl MetadataStore for SqlStore {
         updates: &HashMap<String, String>,
     ) -> Result<PropertiesUpdate> {
         let joined = join_namespace(name)?;
-        let conflicting: BTreeSet<&String> = removals.iter().filter(|k| updates.contains_key(*k)).collect();
+        let conflicting: BTreeSet<&String> = removals
+            .iter()
+            .filter(|k| updates.contains_key(*k))
+            .collect();
         if !conflicting.is_empty() {
             let keys: Vec<&str> = conflicting.into_iter().map(String::as_str).collect();
             return Err(StoreError::Invalid(format!(
@@ -927,7 +1042,15 @@ impl MetadataStore for SqlStore {
             "updates": updates,
             "properties": properties,
         });
-        append_change(&mut tx, ctx, Some(catalog_id), "update_namespace_properties", payload, now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "update_namespace_properties",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -958,7 +1081,10 @@ impl MetadataStore for SqlStore {
         let now = now_ms();
         let mut tx = self.begin_fenced(ctx).await?;
         // The foreign key to the namespace row keeps a concurrent drop_namespace out.
-        if !self.namespace_exists(&mut tx, catalog_id, &joined, false).await? {
+        if !self
+            .namespace_exists(&mut tx, catalog_id, &joined, false)
+            .await?
+        {
             return Err(namespace_not_found(namespace));
         }
         if let Some(existing) = Self::entity_kind(&mut tx, catalog_id, &joined, name).await? {
@@ -982,15 +1108,30 @@ impl MetadataStore for SqlStore {
             if is_violation(&e, ErrorKind::ForeignKeyViolation) {
                 namespace_not_found(namespace)
             } else {
-                on_unique(e, || format!("{} already exists: {ident}", kind_title(kind)))
+                on_unique(e, || {
+                    format!("{} already exists: {ident}", kind_title(kind))
+                })
             }
         })?;
-        append_change(&mut tx, ctx, Some(catalog_id), "create_table", table_payload(&record), now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "create_table",
+            table_payload(&record),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
 
-    async fn get_table(&self, catalog_id: &str, namespace: &[String], name: &str) -> Result<Option<TableRecord>> {
+    async fn get_table(
+        &self,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+    ) -> Result<Option<TableRecord>> {
         let joined = join_namespace(namespace)?;
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -1015,7 +1156,10 @@ impl MetadataStore for SqlStore {
         let joined = join_namespace(namespace)?;
         let limit = page_limit(page)?;
         let mut conn = self.read.acquire().await?;
-        if !self.namespace_exists(&mut conn, catalog_id, &joined, false).await? {
+        if !self
+            .namespace_exists(&mut conn, catalog_id, &joined, false)
+            .await?
+        {
             return Err(namespace_not_found(namespace));
         }
         let names: Vec<String> = sqlx::query_scalar(
@@ -1032,7 +1176,11 @@ impl MetadataStore for SqlStore {
         Ok(finish_page(names, page, |name| name))
     }
 
-    async fn commit_tables(&self, ctx: &WriteContext, swaps: &[PointerSwap]) -> Result<Vec<TableRecord>> {
+    async fn commit_tables(
+        &self,
+        ctx: &WriteContext,
+        swaps: &[PointerSwap],
+    ) -> Result<Vec<TableRecord>> {
         let mut seen = HashSet::new();
         for swap in swaps {
             if !seen.insert(swap.table_id.as_str()) {
@@ -1071,8 +1219,15 @@ impl MetadataStore for SqlStore {
         let records: Vec<TableRecord> = records.into_iter().map(|(_, record)| record).collect();
         // Appended after every swap succeeded: a conflict writes no record.
         for record in &records {
-            append_change(&mut tx, ctx, Some(&record.catalog_id), "commit_table", table_payload(record), now)
-                .await?;
+            append_change(
+                &mut tx,
+                ctx,
+                Some(&record.catalog_id),
+                "commit_table",
+                table_payload(record),
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(records)
@@ -1104,7 +1259,15 @@ impl MetadataStore for SqlStore {
             return Err(entity_not_found(kind, namespace, name));
         };
         let record = table_from_row(&row)?;
-        append_change(&mut tx, ctx, Some(catalog_id), "drop_table", table_payload(&record), now).await?;
+        append_change(
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "drop_table",
+            table_payload(&record),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -1146,7 +1309,10 @@ impl MetadataStore for SqlStore {
         };
         let mut record = table_from_row(&row)?;
         // The foreign key to the destination namespace keeps a concurrent drop out.
-        if !self.namespace_exists(&mut tx, catalog_id, &to_joined, false).await? {
+        if !self
+            .namespace_exists(&mut tx, catalog_id, &to_joined, false)
+            .await?
+        {
             return Err(namespace_not_found(to_namespace));
         }
         if let Some(existing) = Self::entity_kind(&mut tx, catalog_id, &to_joined, to_name).await? {
@@ -1163,7 +1329,9 @@ impl MetadataStore for SqlStore {
                 if is_violation(&e, ErrorKind::ForeignKeyViolation) {
                     namespace_not_found(to_namespace)
                 } else {
-                    on_unique(e, || format!("{} already exists: {to_ident}", kind_title(kind)))
+                    on_unique(e, || {
+                        format!("{} already exists: {to_ident}", kind_title(kind))
+                    })
                 }
             })?;
         record.namespace = to_namespace.to_vec();
