@@ -27,7 +27,9 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
 fn assert_error(body: &Value, status: StatusCode, kind: &str) {
     assert_eq!(body["error"]["type"], kind, "body: {body}");
     assert_eq!(body["error"]["code"], status.as_u16(), "body: {body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
 }
 
 fn schema() -> Value {
@@ -95,7 +97,9 @@ impl Fixture {
 
 /// An append as PyIceberg sends it: add-snapshot + set-snapshot-ref, guarded by the ref.
 fn append_commit(metadata: &Value, snapshot_id: i64) -> Value {
-    let parent = metadata["current-snapshot-id"].as_i64().filter(|id| *id >= 0);
+    let parent = metadata["current-snapshot-id"]
+        .as_i64()
+        .filter(|id| *id >= 0);
     let seq = metadata["last-sequence-number"].as_i64().unwrap_or(0) + 1;
     let location = metadata["location"].as_str().unwrap_or_default();
     let mut snapshot = json!({
@@ -152,9 +156,14 @@ async fn create_commit_and_load_write_versioned_metadata_files() {
     let loc0 = created["metadata-location"].as_str().unwrap().to_string();
     assert!(loc0.contains("/metadata/00000-"), "{loc0}");
     assert!(loc0.starts_with("s3://demo/"), "{loc0}");
-    assert_eq!(created["config"]["s3.endpoint"], f.region.s3_endpoint.as_str());
+    assert_eq!(
+        created["config"]["s3.endpoint"],
+        f.region.s3_endpoint.as_str()
+    );
 
-    let (s, b) = f.commit("ns", "t", append_commit(&created["metadata"], 11)).await;
+    let (s, b) = f
+        .commit("ns", "t", append_commit(&created["metadata"], 11))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let loc1 = b["metadata-location"].as_str().unwrap();
     assert!(loc1.contains("/metadata/00001-"), "{loc1}");
@@ -218,7 +227,11 @@ async fn bad_input_gets_4xx_in_the_error_model_and_changes_nothing() {
 
     // Unknown update type.
     let (s, b) = f
-        .commit("ns", "t", json!({"requirements": [], "updates": [{"action": "explode"}]}))
+        .commit(
+            "ns",
+            "t",
+            json!({"requirements": [], "updates": [{"action": "explode"}]}),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&b, s, "BadRequestException");
@@ -307,7 +320,10 @@ async fn bad_input_gets_4xx_in_the_error_model_and_changes_nothing() {
     let (_, list) = send(f.http.get(f.url("/namespaces"))).await;
     assert_eq!(list["namespaces"], json!([["ns"]]));
     let (_, tables) = send(f.http.get(f.url("/namespaces/ns/tables"))).await;
-    assert_eq!(tables["identifiers"], json!([{"namespace": ["ns"], "name": "t"}]));
+    assert_eq!(
+        tables["identifiers"],
+        json!([{"namespace": ["ns"], "name": "t"}])
+    );
     f.region.shutdown().await;
 }
 
@@ -370,7 +386,10 @@ async fn nested_namespaces_list_by_parent_with_pages() {
     }
     let (s, b) = send(f.http.get(f.url("/namespaces?parent=a"))).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(b["namespaces"], json!([["a", "c1"], ["a", "c2"], ["a", "c3"]]));
+    assert_eq!(
+        b["namespaces"],
+        json!([["a", "c1"], ["a", "c2"], ["a", "c3"]])
+    );
     assert!(b["next-page-token"].is_null());
 
     let mut seen = Vec::new();
@@ -389,7 +408,10 @@ async fn nested_namespaces_list_by_parent_with_pages() {
             None => break,
         }
     }
-    assert_eq!(seen, vec![json!(["a", "c1"]), json!(["a", "c2"]), json!(["a", "c3"])]);
+    assert_eq!(
+        seen,
+        vec![json!(["a", "c1"]), json!(["a", "c2"]), json!(["a", "c3"])]
+    );
     // Namespace URL form: parts joined by %1F.
     let (s, b) = send(f.http.get(f.url("/namespaces/a%1Fc2"))).await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -431,7 +453,10 @@ async fn staged_create_is_published_by_its_commit() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["metadata"]["table-uuid"], m["table-uuid"]);
     assert_eq!(b["metadata"]["properties"]["owner"], "me");
-    assert!(b["metadata-location"].as_str().unwrap().contains("/metadata/00000-"));
+    assert!(b["metadata-location"]
+        .as_str()
+        .unwrap()
+        .contains("/metadata/00000-"));
     let (s, _) = f.load("ns", "st").await;
     assert_eq!(s, StatusCode::OK);
     // The same create again now fails its assert-create.
@@ -455,8 +480,14 @@ async fn drop_with_purge_deletes_files_and_without_keeps_them() {
         let t = f.create_table("ns", name).await;
         let location = t["metadata"]["location"].as_str().unwrap().to_string();
         let data = format!("{location}/data/file.parquet");
-        objects.put(&data, bytes::Bytes::from_static(b"PAR1")).await.unwrap();
-        assert_eq!(objects.list(&format!("{location}/")).await.unwrap().len(), 2);
+        objects
+            .put(&data, bytes::Bytes::from_static(b"PAR1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            objects.list(&format!("{location}/")).await.unwrap().len(),
+            2
+        );
         let (s, _) = send(f.http.delete(f.url(&format!(
             "/namespaces/ns/tables/{name}?purgeRequested={}",
             if purge { "True" } else { "false" }
@@ -481,13 +512,21 @@ async fn rename_moves_the_table_and_checks_the_destination() {
     f.create_namespace(&["a"]).await;
     f.create_namespace(&["b"]).await;
     f.create_table("a", "t").await;
-    let rename = |to_ns: &str, to: &str| {
-        json!({"source": {"namespace": ["a"], "name": "t"}, "destination": {"namespace": [to_ns], "name": to}})
-    };
-    let (s, b) = send(f.http.post(f.url("/tables/rename")).json(&rename("zzz", "t"))).await;
+    let rename = |to_ns: &str, to: &str| json!({"source": {"namespace": ["a"], "name": "t"}, "destination": {"namespace": [to_ns], "name": to}});
+    let (s, b) = send(
+        f.http
+            .post(f.url("/tables/rename"))
+            .json(&rename("zzz", "t")),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
     assert_error(&b, s, "NoSuchNamespaceException");
-    let (s, _) = send(f.http.post(f.url("/tables/rename")).json(&rename("b", "t2"))).await;
+    let (s, _) = send(
+        f.http
+            .post(f.url("/tables/rename"))
+            .json(&rename("b", "t2")),
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(f.load("a", "t").await.0, StatusCode::NOT_FOUND);
     assert_eq!(f.load("b", "t2").await.0, StatusCode::OK);
@@ -514,7 +553,9 @@ async fn concurrent_appends_lose_nothing(region: TestRegion) {
                 let id = 1000 + w * 100 + i;
                 loop {
                     let (_, loaded) = f.load("ns", "hot").await;
-                    let (s, b) = f.commit("ns", "hot", append_commit(&loaded["metadata"], id)).await;
+                    let (s, b) = f
+                        .commit("ns", "hot", append_commit(&loaded["metadata"], id))
+                        .await;
                     match s {
                         StatusCode::OK => {
                             acked.push(id);
@@ -551,7 +592,11 @@ async fn concurrent_appends_lose_nothing(region: TestRegion) {
         cur = by_id[&id]["parent-snapshot-id"].as_i64();
     }
     let unique: HashSet<i64> = chain.iter().copied().collect();
-    assert_eq!(unique.len(), chain.len(), "a snapshot appears twice in history");
+    assert_eq!(
+        unique.len(),
+        chain.len(),
+        "a snapshot appears twice in history"
+    );
     assert_eq!(unique, acked);
     assert_eq!(m["last-sequence-number"], WRITERS * APPENDS);
     Arc::try_unwrap(f).ok().unwrap().region.shutdown().await;
@@ -564,10 +609,13 @@ async fn sixteen_concurrent_writers_lose_no_update_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_writers_lose_no_update_on_postgres() {
-    let url = std::env::var("PANGOLIN_TEST_PG_URL")
-        .expect("PANGOLIN_TEST_PG_URL must name a PostgreSQL server for this test (tests/run sets it)");
+    let url = std::env::var("PANGOLIN_TEST_PG_URL").expect(
+        "PANGOLIN_TEST_PG_URL must name a PostgreSQL server for this test (tests/run sets it)",
+    );
     let db = format!("pangolin_api_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url).await.expect("PostgreSQL reachable");
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL reachable");
     sqlx::query(&format!("CREATE DATABASE {db}"))
         .execute(&admin)
         .await
@@ -580,4 +628,121 @@ async fn sixteen_concurrent_writers_lose_no_update_on_postgres() {
     let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .execute(&admin)
         .await;
+}
+
+fn table_change(ns: &str, name: &str, metadata: &Value, snapshot_id: i64) -> Value {
+    let mut c = append_commit(metadata, snapshot_id);
+    c["identifier"] = json!({"namespace": [ns], "name": name});
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_with_one_failed_requirement_changes_no_table() {
+    let f = Fixture::new().await;
+    f.create_namespace(&["ns"]).await;
+    let a = f.create_table("ns", "a").await;
+    let b = f.create_table("ns", "b").await;
+    let mut bad = table_change("ns", "b", &b["metadata"], 22);
+    bad["requirements"] =
+        json!([{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 999}]);
+    let body = json!({"table-changes": [table_change("ns", "a", &a["metadata"], 21), bad]});
+    let (s, e) = send(f.http.post(f.url("/transactions/commit")).json(&body)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_error(&e, s, "CommitFailedException");
+    for (name, before) in [("a", &a), ("b", &b)] {
+        let (_, now) = f.load("ns", name).await;
+        assert_eq!(
+            now["metadata-location"], before["metadata-location"],
+            "{name} moved"
+        );
+    }
+    let good = json!({"table-changes": [
+        table_change("ns", "a", &a["metadata"], 21),
+        table_change("ns", "b", &b["metadata"], 22)]});
+    let (s, e) = send(f.http.post(f.url("/transactions/commit")).json(&good)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
+    assert_eq!(
+        f.load("ns", "a").await.1["metadata"]["current-snapshot-id"],
+        21
+    );
+    assert_eq!(
+        f.load("ns", "b").await.1["metadata"]["current-snapshot-id"],
+        22
+    );
+    f.region.shutdown().await;
+}
+
+/// Transactions over overlapping pairs of tables, retried on 409: every acknowledged
+/// transaction's snapshots are in both tables' histories, nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_overlapping_transactions_lose_nothing() {
+    let f = Arc::new(Fixture::new().await);
+    f.create_namespace(&["ns"]).await;
+    let tables = ["a", "b", "c"];
+    for t in tables {
+        f.create_table("ns", t).await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..6i64 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..4i64 {
+                let pair = [tables[(w % 3) as usize], tables[((w + 1) % 3) as usize]];
+                let ids = [10_000 + w * 100 + i * 2, 10_000 + w * 100 + i * 2 + 1];
+                loop {
+                    let mut changes = Vec::new();
+                    for (t, id) in pair.iter().zip(ids) {
+                        let (_, loaded) = f.load("ns", t).await;
+                        changes.push(table_change("ns", t, &loaded["metadata"], id));
+                    }
+                    let (s, b) = send(
+                        f.http
+                            .post(f.url("/transactions/commit"))
+                            .json(&json!({"table-changes": changes})),
+                    )
+                    .await;
+                    match s {
+                        StatusCode::NO_CONTENT => {
+                            acked.push((pair[0], ids[0]));
+                            acked.push((pair[1], ids[1]));
+                            break;
+                        }
+                        StatusCode::CONFLICT => continue,
+                        other => panic!("unexpected {other}: {b}"),
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    let mut expected: HashMap<&str, HashSet<i64>> = HashMap::new();
+    for t in tasks {
+        for (table, id) in t.await.unwrap() {
+            expected.entry(table).or_default().insert(id);
+        }
+    }
+    for t in tables {
+        let (_, loaded) = f.load("ns", t).await;
+        let m = &loaded["metadata"];
+        let parents: HashMap<i64, Option<i64>> = m["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["snapshot-id"].as_i64().unwrap(),
+                    s["parent-snapshot-id"].as_i64(),
+                )
+            })
+            .collect();
+        let mut chain = HashSet::new();
+        let mut cur = m["current-snapshot-id"].as_i64();
+        while let Some(id) = cur {
+            assert!(chain.insert(id), "snapshot {id} twice in {t}");
+            cur = parents[&id];
+        }
+        assert_eq!(chain, expected[t], "history of {t}");
+    }
+    Arc::try_unwrap(f).ok().unwrap().region.shutdown().await;
 }

@@ -32,7 +32,10 @@ async fn sqlite_harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("pangolin.db").display());
     let store = SqlStore::connect(&url).await.expect("connect sqlite store");
-    Harness { store: Arc::new(store), _guard: Guard::Sqlite(dir) }
+    Harness {
+        store: Arc::new(store),
+        _guard: Guard::Sqlite(dir),
+    }
 }
 
 const PG_URL_VAR: &str = "PANGOLIN_TEST_PG_URL";
@@ -48,11 +51,22 @@ async fn postgres_harness() -> Harness {
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}: {e}"));
-    admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create database");
     admin.close().await.expect("close admin connection");
-    let database = PgDatabase { admin_url: admin_url.clone(), name: name.clone() };
-    let store = SqlStore::connect(&with_database(&admin_url, &name)).await.expect("connect postgres store");
-    Harness { store: Arc::new(store), _guard: Guard::Postgres(database) }
+    let database = PgDatabase {
+        admin_url: admin_url.clone(),
+        name: name.clone(),
+    };
+    let store = SqlStore::connect(&with_database(&admin_url, &name))
+        .await
+        .expect("connect postgres store");
+    Harness {
+        store: Arc::new(store),
+        _guard: Guard::Postgres(database),
+    }
 }
 
 /// A per-test database, dropped (with its connections) when the test ends, even on panic.
@@ -67,7 +81,9 @@ impl Drop for PgDatabase {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         // Drop can't await, and may run inside the test's runtime: use a thread of its own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
                 admin.execute(sql.as_str()).await?;
@@ -158,7 +174,10 @@ conformance!(
 type Store = Arc<dyn MetadataStore>;
 
 fn ctx() -> WriteContext {
-    WriteContext { epoch: 1, actor: "conformance".into() }
+    WriteContext {
+        epoch: 1,
+        actor: "conformance".into(),
+    }
 }
 
 fn ns(parts: &[&str]) -> Vec<String> {
@@ -166,11 +185,17 @@ fn ns(parts: &[&str]) -> Vec<String> {
 }
 
 fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn page(token: Option<&str>, size: Option<u32>) -> PageRequest {
-    PageRequest { token: token.map(str::to_owned), size }
+    PageRequest {
+        token: token.map(str::to_owned),
+        size,
+    }
 }
 
 struct Fixture {
@@ -182,21 +207,43 @@ struct Fixture {
 /// Tenant `acme`, warehouse `wh`, catalog `cat`.
 async fn fixture(store: &Store) -> Fixture {
     let tenant = store.create_tenant(&ctx(), "acme").await.expect("tenant");
-    let warehouse =
-        store.create_warehouse(&ctx(), &tenant.id, "wh", "bucket", "prefix/").await.expect("warehouse");
+    let warehouse = store
+        .create_warehouse(&ctx(), &tenant.id, "wh", "bucket", "prefix/")
+        .await
+        .expect("warehouse");
     let catalog = store
-        .create_catalog(&ctx(), &tenant.id, &warehouse.id, "cat", &props(&[("owner", "data")]))
+        .create_catalog(
+            &ctx(),
+            &tenant.id,
+            &warehouse.id,
+            "cat",
+            &props(&[("owner", "data")]),
+        )
         .await
         .expect("catalog");
-    Fixture { tenant, warehouse, catalog }
+    Fixture {
+        tenant,
+        warehouse,
+        catalog,
+    }
 }
 
 /// Fixture plus namespace `db` holding table `db.t` (version 1, `s3://b/t/v1.json`).
 async fn fixture_with_table(store: &Store) -> (Fixture, TableRecord) {
     let f = fixture(store).await;
-    store.create_namespace(&ctx(), &f.catalog.id, &ns(&["db"]), &HashMap::new()).await.expect("ns");
+    store
+        .create_namespace(&ctx(), &f.catalog.id, &ns(&["db"]), &HashMap::new())
+        .await
+        .expect("ns");
     let table = store
-        .create_table(&ctx(), &f.catalog.id, &ns(&["db"]), "t", EntityKind::Table, "s3://b/t/v1.json")
+        .create_table(
+            &ctx(),
+            &f.catalog.id,
+            &ns(&["db"]),
+            "t",
+            EntityKind::Table,
+            "s3://b/t/v1.json",
+        )
         .await
         .expect("table");
     (f, table)
@@ -228,7 +275,10 @@ where
     let mut token: Option<String> = None;
     for _ in 0..100 {
         let page = list(page(token.as_deref(), Some(size))).await;
-        assert!(page.items.len() <= size as usize, "page larger than requested");
+        assert!(
+            page.items.len() <= size as usize,
+            "page larger than requested"
+        );
         pages.push(page.items);
         match page.next_token {
             Some(next) => token = Some(next),
@@ -256,39 +306,67 @@ async fn backend_name_is_known(store: Store) {
 
 async fn tenant_warehouse_catalog_create_get_and_duplicate(store: Store) {
     let f = fixture(&store).await;
-    assert_eq!(store.get_tenant("acme").await.unwrap(), Some(f.tenant.clone()));
+    assert_eq!(
+        store.get_tenant("acme").await.unwrap(),
+        Some(f.tenant.clone())
+    );
     assert_eq!(store.get_tenant("nobody").await.unwrap(), None);
     assert_err!(store.create_tenant(&ctx(), "acme").await, StoreError::AlreadyExists(m) if m == "Tenant already exists: acme");
 
     assert_eq!(f.warehouse.bucket, "bucket");
     assert_eq!(f.warehouse.key_prefix, "prefix/");
     assert_eq!(f.warehouse.tenant_id, f.tenant.id);
-    assert_eq!(store.get_warehouse(&f.tenant.id, "wh").await.unwrap(), Some(f.warehouse.clone()));
-    assert_eq!(store.get_warehouse_by_id(&f.warehouse.id).await.unwrap(), Some(f.warehouse.clone()));
-    assert_eq!(store.get_warehouse(&f.tenant.id, "other").await.unwrap(), None);
+    assert_eq!(
+        store.get_warehouse(&f.tenant.id, "wh").await.unwrap(),
+        Some(f.warehouse.clone())
+    );
+    assert_eq!(
+        store.get_warehouse_by_id(&f.warehouse.id).await.unwrap(),
+        Some(f.warehouse.clone())
+    );
+    assert_eq!(
+        store.get_warehouse(&f.tenant.id, "other").await.unwrap(),
+        None
+    );
     assert_eq!(store.get_warehouse_by_id("no-such-id").await.unwrap(), None);
     assert_err!(
         store.create_warehouse(&ctx(), &f.tenant.id, "wh", "b2", "").await,
         StoreError::AlreadyExists(m) if m == "Warehouse already exists: wh"
     );
     assert_err!(
-        store.create_warehouse(&ctx(), "no-such-tenant", "wh", "b", "").await,
+        store
+            .create_warehouse(&ctx(), "no-such-tenant", "wh", "b", "")
+            .await,
         StoreError::NotFound(NotFound::Tenant(_))
     );
 
     assert_eq!(f.catalog.properties, props(&[("owner", "data")]));
-    assert_eq!(store.get_catalog(&f.tenant.id, "cat").await.unwrap(), Some(f.catalog.clone()));
+    assert_eq!(
+        store.get_catalog(&f.tenant.id, "cat").await.unwrap(),
+        Some(f.catalog.clone())
+    );
     assert_eq!(store.get_catalog(&f.tenant.id, "nope").await.unwrap(), None);
     assert_err!(
         store.create_catalog(&ctx(), &f.tenant.id, &f.warehouse.id, "cat", &HashMap::new()).await,
         StoreError::AlreadyExists(m) if m == "Catalog already exists: cat"
     );
     let early = store
-        .create_catalog(&ctx(), &f.tenant.id, &f.warehouse.id, "a-first", &HashMap::new())
+        .create_catalog(
+            &ctx(),
+            &f.tenant.id,
+            &f.warehouse.id,
+            "a-first",
+            &HashMap::new(),
+        )
         .await
         .unwrap();
-    let names: Vec<String> =
-        store.list_catalogs(&f.tenant.id).await.unwrap().into_iter().map(|c| c.name).collect();
+    let names: Vec<String> = store
+        .list_catalogs(&f.tenant.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
     assert_eq!(names, ["a-first", "cat"]);
     assert_eq!(store.list_catalogs("no-such-tenant").await.unwrap(), vec![]);
     assert_ne!(early.id, f.catalog.id);
@@ -296,38 +374,67 @@ async fn tenant_warehouse_catalog_create_get_and_duplicate(store: Store) {
     // A warehouse of another tenant can't back this tenant's catalog.
     let other = store.create_tenant(&ctx(), "other").await.unwrap();
     assert_err!(
-        store.create_catalog(&ctx(), &other.id, &f.warehouse.id, "cat", &HashMap::new()).await,
+        store
+            .create_catalog(&ctx(), &other.id, &f.warehouse.id, "cat", &HashMap::new())
+            .await,
         StoreError::NotFound(NotFound::Warehouse(_))
     );
     // Catalog names are per tenant.
-    let other_wh = store.create_warehouse(&ctx(), &other.id, "wh", "b", "").await.unwrap();
-    store.create_catalog(&ctx(), &other.id, &other_wh.id, "cat", &HashMap::new()).await.unwrap();
+    let other_wh = store
+        .create_warehouse(&ctx(), &other.id, "wh", "b", "")
+        .await
+        .unwrap();
+    store
+        .create_catalog(&ctx(), &other.id, &other_wh.id, "cat", &HashMap::new())
+        .await
+        .unwrap();
 }
 
 async fn namespace_create_get_and_duplicate(store: Store) {
     let f = fixture(&store).await;
     let cat = &f.catalog.id;
-    let created = store.create_namespace(&ctx(), cat, &ns(&["db"]), &props(&[("k", "v")])).await.unwrap();
+    let created = store
+        .create_namespace(&ctx(), cat, &ns(&["db"]), &props(&[("k", "v")]))
+        .await
+        .unwrap();
     assert_eq!(created.name, ns(&["db"]));
     assert_eq!(created.catalog_id, *cat);
-    let loaded = store.get_namespace(cat, &ns(&["db"])).await.unwrap().expect("namespace");
+    let loaded = store
+        .get_namespace(cat, &ns(&["db"]))
+        .await
+        .unwrap()
+        .expect("namespace");
     assert_eq!(loaded, created);
     assert_eq!(loaded.properties, props(&[("k", "v")]));
-    assert_eq!(store.get_namespace(cat, &ns(&["other"])).await.unwrap(), None);
+    assert_eq!(
+        store.get_namespace(cat, &ns(&["other"])).await.unwrap(),
+        None
+    );
     assert_err!(
         store.create_namespace(&ctx(), cat, &ns(&["db"]), &HashMap::new()).await,
         StoreError::AlreadyExists(m) if m == "Namespace already exists: db"
     );
     assert_err!(
-        store.create_namespace(&ctx(), "no-such-catalog", &ns(&["db"]), &HashMap::new()).await,
+        store
+            .create_namespace(&ctx(), "no-such-catalog", &ns(&["db"]), &HashMap::new())
+            .await,
         StoreError::NotFound(NotFound::Catalog(_))
     );
     // Namespaces are per catalog.
     let other = store
-        .create_catalog(&ctx(), &f.tenant.id, &f.warehouse.id, "other", &HashMap::new())
+        .create_catalog(
+            &ctx(),
+            &f.tenant.id,
+            &f.warehouse.id,
+            "other",
+            &HashMap::new(),
+        )
         .await
         .unwrap();
-    store.create_namespace(&ctx(), &other.id, &ns(&["db"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), &other.id, &ns(&["db"]), &HashMap::new())
+        .await
+        .unwrap();
 }
 
 async fn namespace_nested_requires_parent(store: Store) {
@@ -337,14 +444,27 @@ async fn namespace_nested_requires_parent(store: Store) {
         store.create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new()).await,
         StoreError::NotFound(NotFound::Namespace(m)) if m == "a"
     );
-    store.create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new())
+        .await
+        .unwrap();
     assert_err!(
         store.create_namespace(&ctx(), cat, &ns(&["a", "b", "c"]), &HashMap::new()).await,
         StoreError::NotFound(NotFound::Namespace(m)) if m == "a.b"
     );
-    store.create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new()).await.unwrap();
-    store.create_namespace(&ctx(), cat, &ns(&["a", "b", "c"]), &HashMap::new()).await.unwrap();
-    assert!(store.get_namespace(cat, &ns(&["a", "b", "c"])).await.unwrap().is_some());
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new())
+        .await
+        .unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a", "b", "c"]), &HashMap::new())
+        .await
+        .unwrap();
+    assert!(store
+        .get_namespace(cat, &ns(&["a", "b", "c"]))
+        .await
+        .unwrap()
+        .is_some());
     assert_err!(
         store.create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new()).await,
         StoreError::AlreadyExists(m) if m == "Namespace already exists: a.b"
@@ -357,7 +477,9 @@ async fn namespace_invalid_names_are_refused(store: Store) {
     let with_separator = vec![format!("a{NAMESPACE_SEPARATOR}b")];
     for bad in [vec![], ns(&[""]), with_separator] {
         assert_err!(
-            store.create_namespace(&ctx(), cat, &bad, &HashMap::new()).await,
+            store
+                .create_namespace(&ctx(), cat, &bad, &HashMap::new())
+                .await,
             StoreError::Invalid(_)
         );
     }
@@ -371,10 +493,24 @@ async fn namespace_invalid_names_are_refused(store: Store) {
 async fn namespace_list_top_level_and_children_paginated(store: Store) {
     let f = fixture(&store).await;
     let cat = f.catalog.id.clone();
-    for name in [&["c"][..], &["a"], &["b"], &["a", "y"], &["a", "x"], &["a", "z"], &["a", "y", "deep"]] {
-        store.create_namespace(&ctx(), &cat, &ns(name), &HashMap::new()).await.unwrap();
+    for name in [
+        &["c"][..],
+        &["a"],
+        &["b"],
+        &["a", "y"],
+        &["a", "x"],
+        &["a", "z"],
+        &["a", "y", "deep"],
+    ] {
+        store
+            .create_namespace(&ctx(), &cat, &ns(name), &HashMap::new())
+            .await
+            .unwrap();
     }
-    let all = store.list_namespaces(&cat, None, &PageRequest::default()).await.unwrap();
+    let all = store
+        .list_namespaces(&cat, None, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(all.items, vec![ns(&["a"]), ns(&["b"]), ns(&["c"])]);
     assert_eq!(all.next_token, None);
 
@@ -385,36 +521,67 @@ async fn namespace_list_top_level_and_children_paginated(store: Store) {
             let store = store.clone();
             let cat = cat.clone();
             let parent = parent.clone();
-            async move { store.list_namespaces(&cat, parent.as_deref(), &req).await.unwrap() }
+            async move {
+                store
+                    .list_namespaces(&cat, parent.as_deref(), &req)
+                    .await
+                    .unwrap()
+            }
         }
     };
     assert_eq!(
         all_pages(1, list(None)).await,
         vec![vec![ns(&["a"])], vec![ns(&["b"])], vec![ns(&["c"])]]
     );
-    assert_eq!(all_pages(2, list(None)).await, vec![vec![ns(&["a"]), ns(&["b"])], vec![ns(&["c"])]]);
-    assert_eq!(all_pages(3, list(None)).await, vec![vec![ns(&["a"]), ns(&["b"]), ns(&["c"])]]);
-    assert_eq!(all_pages(10, list(None)).await, vec![vec![ns(&["a"]), ns(&["b"]), ns(&["c"])]]);
+    assert_eq!(
+        all_pages(2, list(None)).await,
+        vec![vec![ns(&["a"]), ns(&["b"])], vec![ns(&["c"])]]
+    );
+    assert_eq!(
+        all_pages(3, list(None)).await,
+        vec![vec![ns(&["a"]), ns(&["b"]), ns(&["c"])]]
+    );
+    assert_eq!(
+        all_pages(10, list(None)).await,
+        vec![vec![ns(&["a"]), ns(&["b"]), ns(&["c"])]]
+    );
 
     // Children of `a` (not the grandchild a.y.deep), tokens are full joined names.
-    let first = store.list_namespaces(&cat, Some(&ns(&["a"])), &page(None, Some(2))).await.unwrap();
+    let first = store
+        .list_namespaces(&cat, Some(&ns(&["a"])), &page(None, Some(2)))
+        .await
+        .unwrap();
     assert_eq!(first.items, vec![ns(&["a", "x"]), ns(&["a", "y"])]);
-    assert_eq!(first.next_token.as_deref(), Some(format!("a{NAMESPACE_SEPARATOR}y").as_str()));
+    assert_eq!(
+        first.next_token.as_deref(),
+        Some(format!("a{NAMESPACE_SEPARATOR}y").as_str())
+    );
     let second = store
-        .list_namespaces(&cat, Some(&ns(&["a"])), &page(first.next_token.as_deref(), Some(2)))
+        .list_namespaces(
+            &cat,
+            Some(&ns(&["a"])),
+            &page(first.next_token.as_deref(), Some(2)),
+        )
         .await
         .unwrap();
     assert_eq!(second.items, vec![ns(&["a", "z"])]);
     assert_eq!(second.next_token, None);
     assert_eq!(
         all_pages(1, list(Some(ns(&["a"])))).await,
-        vec![vec![ns(&["a", "x"])], vec![ns(&["a", "y"])], vec![ns(&["a", "z"])]]
+        vec![
+            vec![ns(&["a", "x"])],
+            vec![ns(&["a", "y"])],
+            vec![ns(&["a", "z"])]
+        ]
     );
     assert_eq!(
         all_pages(2, list(Some(ns(&["a", "y"])))).await,
         vec![vec![ns(&["a", "y", "deep"])]]
     );
-    let leaf = store.list_namespaces(&cat, Some(&ns(&["b"])), &PageRequest::default()).await.unwrap();
+    let leaf = store
+        .list_namespaces(&cat, Some(&ns(&["b"])), &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(leaf.items, Vec::<Vec<String>>::new());
     assert_eq!(leaf.next_token, None);
     assert_err!(
@@ -426,38 +593,82 @@ async fn namespace_list_top_level_and_children_paginated(store: Store) {
 async fn namespace_drop_refuses_non_empty_then_drops(store: Store) {
     let f = fixture(&store).await;
     let cat = &f.catalog.id;
-    store.create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new()).await.unwrap();
-    store.create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new())
+        .await
+        .unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a", "b"]), &HashMap::new())
+        .await
+        .unwrap();
     assert_err!(
         store.drop_namespace(&ctx(), cat, &ns(&["a"])).await,
         StoreError::NamespaceNotEmpty(m) if m == "a"
     );
-    store.drop_namespace(&ctx(), cat, &ns(&["a", "b"])).await.unwrap();
-    assert_eq!(store.get_namespace(cat, &ns(&["a", "b"])).await.unwrap(), None);
+    store
+        .drop_namespace(&ctx(), cat, &ns(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_namespace(cat, &ns(&["a", "b"])).await.unwrap(),
+        None
+    );
 
-    store.create_table(&ctx(), cat, &ns(&["a"]), "t", EntityKind::Table, "s3://t").await.unwrap();
-    assert_err!(store.drop_namespace(&ctx(), cat, &ns(&["a"])).await, StoreError::NamespaceNotEmpty(_));
-    store.drop_table(&ctx(), cat, &ns(&["a"]), "t", EntityKind::Table).await.unwrap();
+    store
+        .create_table(&ctx(), cat, &ns(&["a"]), "t", EntityKind::Table, "s3://t")
+        .await
+        .unwrap();
+    assert_err!(
+        store.drop_namespace(&ctx(), cat, &ns(&["a"])).await,
+        StoreError::NamespaceNotEmpty(_)
+    );
+    store
+        .drop_table(&ctx(), cat, &ns(&["a"]), "t", EntityKind::Table)
+        .await
+        .unwrap();
 
-    store.create_table(&ctx(), cat, &ns(&["a"]), "v", EntityKind::View, "s3://v").await.unwrap();
-    assert_err!(store.drop_namespace(&ctx(), cat, &ns(&["a"])).await, StoreError::NamespaceNotEmpty(_));
-    store.drop_table(&ctx(), cat, &ns(&["a"]), "v", EntityKind::View).await.unwrap();
+    store
+        .create_table(&ctx(), cat, &ns(&["a"]), "v", EntityKind::View, "s3://v")
+        .await
+        .unwrap();
+    assert_err!(
+        store.drop_namespace(&ctx(), cat, &ns(&["a"])).await,
+        StoreError::NamespaceNotEmpty(_)
+    );
+    store
+        .drop_table(&ctx(), cat, &ns(&["a"]), "v", EntityKind::View)
+        .await
+        .unwrap();
 
-    store.drop_namespace(&ctx(), cat, &ns(&["a"])).await.unwrap();
+    store
+        .drop_namespace(&ctx(), cat, &ns(&["a"]))
+        .await
+        .unwrap();
     assert_eq!(store.get_namespace(cat, &ns(&["a"])).await.unwrap(), None);
     assert_err!(
         store.drop_namespace(&ctx(), cat, &ns(&["a"])).await,
         StoreError::NotFound(NotFound::Namespace(m)) if m == "a"
     );
     // The name is free again.
-    store.create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["a"]), &HashMap::new())
+        .await
+        .unwrap();
 }
 
 async fn namespace_properties_update_reports_updated_removed_missing(store: Store) {
     let f = fixture(&store).await;
     let cat = &f.catalog.id;
     let name = ns(&["db"]);
-    store.create_namespace(&ctx(), cat, &name, &props(&[("k1", "v1"), ("k2", "v2"), ("k5", "v5")])).await.unwrap();
+    store
+        .create_namespace(
+            &ctx(),
+            cat,
+            &name,
+            &props(&[("k1", "v1"), ("k2", "v2"), ("k5", "v5")]),
+        )
+        .await
+        .unwrap();
     let result = store
         .update_namespace_properties(
             &ctx(),
@@ -474,7 +685,10 @@ async fn namespace_properties_update_reports_updated_removed_missing(store: Stor
     let loaded = store.get_namespace(cat, &name).await.unwrap().unwrap();
     assert_eq!(loaded.properties, props(&[("k2", "v2b"), ("k4", "v4")]));
 
-    let empty = store.update_namespace_properties(&ctx(), cat, &name, &[], &HashMap::new()).await.unwrap();
+    let empty = store
+        .update_namespace_properties(&ctx(), cat, &name, &[], &HashMap::new())
+        .await
+        .unwrap();
     assert!(empty.updated.is_empty() && empty.removed.is_empty() && empty.missing.is_empty());
 
     assert_err!(
@@ -487,7 +701,10 @@ async fn namespace_properties_conflicting_key_is_invalid(store: Store) {
     let f = fixture(&store).await;
     let cat = &f.catalog.id;
     let name = ns(&["db"]);
-    store.create_namespace(&ctx(), cat, &name, &props(&[("k", "v")])).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &name, &props(&[("k", "v")]))
+        .await
+        .unwrap();
     let before = changes(&store).await.len();
     assert_err!(
         store
@@ -507,7 +724,9 @@ async fn namespace_concurrent_creates_one_wins_rest_already_exist(store: Store) 
         let store = store.clone();
         let cat = f.catalog.id.clone();
         tasks.push(tokio::spawn(async move {
-            store.create_namespace(&ctx(), &cat, &ns(&["race"]), &HashMap::new()).await
+            store
+                .create_namespace(&ctx(), &cat, &ns(&["race"]), &HashMap::new())
+                .await
         }));
     }
     let mut won = 0;
@@ -519,7 +738,14 @@ async fn namespace_concurrent_creates_one_wins_rest_already_exist(store: Store) 
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(ops(&store).await.iter().filter(|op| *op == "create_namespace").count(), 1);
+    assert_eq!(
+        ops(&store)
+            .await
+            .iter()
+            .filter(|op| *op == "create_namespace")
+            .count(),
+        1
+    );
 }
 
 async fn table_create_get_and_duplicate(store: Store) {
@@ -531,9 +757,15 @@ async fn table_create_get_and_duplicate(store: Store) {
     assert_eq!(table.kind, EntityKind::Table);
     assert_eq!(table.metadata_location, "s3://b/t/v1.json");
     assert_eq!(table.version, 1);
-    assert_eq!(store.get_table(cat, &ns(&["db"]), "t").await.unwrap(), Some(table.clone()));
+    assert_eq!(
+        store.get_table(cat, &ns(&["db"]), "t").await.unwrap(),
+        Some(table.clone())
+    );
     assert_eq!(store.get_table(cat, &ns(&["db"]), "u").await.unwrap(), None);
-    assert_eq!(store.get_table(cat, &ns(&["nope"]), "t").await.unwrap(), None);
+    assert_eq!(
+        store.get_table(cat, &ns(&["nope"]), "t").await.unwrap(),
+        None
+    );
     assert_err!(
         store.create_table(&ctx(), cat, &ns(&["db"]), "t", EntityKind::Table, "s3://other").await,
         StoreError::AlreadyExists(m) if m == "Table already exists: db.t"
@@ -543,18 +775,37 @@ async fn table_create_get_and_duplicate(store: Store) {
         StoreError::NotFound(NotFound::Namespace(m)) if m == "nope"
     );
     // Nested namespaces and the same name elsewhere.
-    store.create_namespace(&ctx(), cat, &ns(&["db", "inner"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["db", "inner"]), &HashMap::new())
+        .await
+        .unwrap();
     let nested = store
-        .create_table(&ctx(), cat, &ns(&["db", "inner"]), "t", EntityKind::Table, "s3://n")
+        .create_table(
+            &ctx(),
+            cat,
+            &ns(&["db", "inner"]),
+            "t",
+            EntityKind::Table,
+            "s3://n",
+        )
         .await
         .unwrap();
     assert_ne!(nested.id, table.id);
-    assert_eq!(store.get_table(cat, &ns(&["db", "inner"]), "t").await.unwrap(), Some(nested));
+    assert_eq!(
+        store
+            .get_table(cat, &ns(&["db", "inner"]), "t")
+            .await
+            .unwrap(),
+        Some(nested)
+    );
     assert_err!(
         store.create_table(&ctx(), cat, &ns(&["db", "inner"]), "t", EntityKind::Table, "s3://n").await,
         StoreError::AlreadyExists(m) if m == "Table already exists: db.inner.t"
     );
-    assert_eq!(store.get_table(cat, &ns(&["db"]), "t").await.unwrap(), Some(table));
+    assert_eq!(
+        store.get_table(cat, &ns(&["db"]), "t").await.unwrap(),
+        Some(table)
+    );
 }
 
 async fn table_and_view_names_clash_both_ways(store: Store) {
@@ -565,7 +816,10 @@ async fn table_and_view_names_clash_both_ways(store: Store) {
         store.create_table(&ctx(), cat, &db, "t", EntityKind::View, "s3://v").await,
         StoreError::AlreadyExists(m) if m == "Table with same name already exists: db.t"
     );
-    let view = store.create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v1").await.unwrap();
+    let view = store
+        .create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v1")
+        .await
+        .unwrap();
     assert_eq!(view.kind, EntityKind::View);
     assert_eq!(view.version, 1);
     assert_err!(
@@ -584,15 +838,37 @@ async fn table_list_by_kind_paginated(store: Store) {
     let f = fixture(&store).await;
     let cat = f.catalog.id.clone();
     let db = ns(&["db"]);
-    store.create_namespace(&ctx(), &cat, &db, &HashMap::new()).await.unwrap();
-    store.create_namespace(&ctx(), &cat, &ns(&["db", "child"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), &cat, &db, &HashMap::new())
+        .await
+        .unwrap();
+    store
+        .create_namespace(&ctx(), &cat, &ns(&["db", "child"]), &HashMap::new())
+        .await
+        .unwrap();
     for name in ["t3", "t1", "t5", "t2", "t4"] {
-        store.create_table(&ctx(), &cat, &db, name, EntityKind::Table, "s3://t").await.unwrap();
+        store
+            .create_table(&ctx(), &cat, &db, name, EntityKind::Table, "s3://t")
+            .await
+            .unwrap();
     }
     for name in ["v2", "v1"] {
-        store.create_table(&ctx(), &cat, &db, name, EntityKind::View, "s3://v").await.unwrap();
+        store
+            .create_table(&ctx(), &cat, &db, name, EntityKind::View, "s3://v")
+            .await
+            .unwrap();
     }
-    store.create_table(&ctx(), &cat, &ns(&["db", "child"]), "t0", EntityKind::Table, "s3://t").await.unwrap();
+    store
+        .create_table(
+            &ctx(),
+            &cat,
+            &ns(&["db", "child"]),
+            "t0",
+            EntityKind::Table,
+            "s3://t",
+        )
+        .await
+        .unwrap();
 
     let list = |kind: EntityKind| {
         let store = store.clone();
@@ -600,10 +876,18 @@ async fn table_list_by_kind_paginated(store: Store) {
         move |req: PageRequest| {
             let store = store.clone();
             let cat = cat.clone();
-            async move { store.list_tables(&cat, &ns(&["db"]), kind, &req).await.unwrap() }
+            async move {
+                store
+                    .list_tables(&cat, &ns(&["db"]), kind, &req)
+                    .await
+                    .unwrap()
+            }
         }
     };
-    let all = store.list_tables(&cat, &db, EntityKind::Table, &PageRequest::default()).await.unwrap();
+    let all = store
+        .list_tables(&cat, &db, EntityKind::Table, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(all.items, ["t1", "t2", "t3", "t4", "t5"]);
     assert_eq!(all.next_token, None);
     assert_eq!(
@@ -614,17 +898,40 @@ async fn table_list_by_kind_paginated(store: Store) {
         all_pages(1, list(EntityKind::Table)).await,
         vec![vec!["t1"], vec!["t2"], vec!["t3"], vec!["t4"], vec!["t5"]]
     );
-    assert_eq!(all_pages(5, list(EntityKind::Table)).await, vec![vec!["t1", "t2", "t3", "t4", "t5"]]);
-    assert_eq!(all_pages(2, list(EntityKind::View)).await, vec![vec!["v1", "v2"]]);
-    assert_eq!(all_pages(1, list(EntityKind::View)).await, vec![vec!["v1"], vec!["v2"]]);
+    assert_eq!(
+        all_pages(5, list(EntityKind::Table)).await,
+        vec![vec!["t1", "t2", "t3", "t4", "t5"]]
+    );
+    assert_eq!(
+        all_pages(2, list(EntityKind::View)).await,
+        vec![vec!["v1", "v2"]]
+    );
+    assert_eq!(
+        all_pages(1, list(EntityKind::View)).await,
+        vec![vec!["v1"], vec!["v2"]]
+    );
 
-    let first = store.list_tables(&cat, &db, EntityKind::Table, &page(None, Some(2))).await.unwrap();
+    let first = store
+        .list_tables(&cat, &db, EntityKind::Table, &page(None, Some(2)))
+        .await
+        .unwrap();
     assert_eq!(first.next_token.as_deref(), Some("t2"));
-    let rest = store.list_tables(&cat, &db, EntityKind::Table, &page(Some("t2"), None)).await.unwrap();
+    let rest = store
+        .list_tables(&cat, &db, EntityKind::Table, &page(Some("t2"), None))
+        .await
+        .unwrap();
     assert_eq!(rest.items, ["t3", "t4", "t5"]);
     assert_eq!(rest.next_token, None);
 
-    let empty = store.list_tables(&cat, &ns(&["db", "child"]), EntityKind::View, &PageRequest::default()).await.unwrap();
+    let empty = store
+        .list_tables(
+            &cat,
+            &ns(&["db", "child"]),
+            EntityKind::View,
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
     assert!(empty.items.is_empty());
     assert_eq!(empty.next_token, None);
 }
@@ -641,14 +948,23 @@ async fn table_list_in_missing_namespace_is_not_found(store: Store) {
 
 async fn table_concurrent_creates_one_wins_rest_already_exist(store: Store) {
     let f = fixture(&store).await;
-    store.create_namespace(&ctx(), &f.catalog.id, &ns(&["db"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), &f.catalog.id, &ns(&["db"]), &HashMap::new())
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
         let cat = f.catalog.id.clone();
-        let kind = if i % 2 == 0 { EntityKind::Table } else { EntityKind::View };
+        let kind = if i % 2 == 0 {
+            EntityKind::Table
+        } else {
+            EntityKind::View
+        };
         tasks.push(tokio::spawn(async move {
-            store.create_table(&ctx(), &cat, &ns(&["db"]), "race", kind, "s3://r").await
+            store
+                .create_table(&ctx(), &cat, &ns(&["db"]), "race", kind, "s3://r")
+                .await
         }));
     }
     let mut won = 0;
@@ -660,36 +976,62 @@ async fn table_concurrent_creates_one_wins_rest_already_exist(store: Store) {
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(ops(&store).await.iter().filter(|op| *op == "create_table").count(), 1);
+    assert_eq!(
+        ops(&store)
+            .await
+            .iter()
+            .filter(|op| *op == "create_table")
+            .count(),
+        1
+    );
 }
 
 async fn commit_cas_success_bumps_version(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
-    let committed = store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")]).await.unwrap();
+    let committed = store
+        .commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")])
+        .await
+        .unwrap();
     assert_eq!(committed.len(), 1);
     assert_eq!(committed[0].version, 2);
     assert_eq!(committed[0].metadata_location, "s3://b/t/v2.json");
     assert_eq!(committed[0].id, table.id);
     assert_eq!(committed[0].name, "t");
-    let loaded = store.get_table(&f.catalog.id, &ns(&["db"]), "t").await.unwrap().unwrap();
+    let loaded = store
+        .get_table(&f.catalog.id, &ns(&["db"]), "t")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded, committed[0]);
-    let again = store.commit_tables(&ctx(), &[swap(&table, 2, "s3://b/t/v3.json")]).await.unwrap();
+    let again = store
+        .commit_tables(&ctx(), &[swap(&table, 2, "s3://b/t/v3.json")])
+        .await
+        .unwrap();
     assert_eq!(again[0].version, 3);
     assert_eq!(store.commit_tables(&ctx(), &[]).await.unwrap(), vec![]);
 }
 
 async fn commit_stale_expected_version_conflicts_and_keeps_pointer(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
-    store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")]).await.unwrap();
+    store
+        .commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")])
+        .await
+        .unwrap();
     assert_err!(
         store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/stale.json")]).await,
         StoreError::CommitConflict(m) if m.contains("db.t")
     );
     assert_err!(
-        store.commit_tables(&ctx(), &[swap(&table, 7, "s3://b/t/future.json")]).await,
+        store
+            .commit_tables(&ctx(), &[swap(&table, 7, "s3://b/t/future.json")])
+            .await,
         StoreError::CommitConflict(_)
     );
-    let loaded = store.get_table(&f.catalog.id, &ns(&["db"]), "t").await.unwrap().unwrap();
+    let loaded = store
+        .get_table(&f.catalog.id, &ns(&["db"]), "t")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded.version, 2);
     assert_eq!(loaded.metadata_location, "s3://b/t/v2.json");
 }
@@ -698,9 +1040,18 @@ async fn commit_multi_table_with_one_stale_swap_changes_nothing(store: Store) {
     let (f, t1) = fixture_with_table(&store).await;
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
-    let t2 = store.create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2/v1").await.unwrap();
-    let t3 = store.create_table(&ctx(), cat, &db, "t3", EntityKind::Table, "s3://t3/v1").await.unwrap();
-    store.commit_tables(&ctx(), &[swap(&t2, 1, "s3://t2/v2")]).await.unwrap();
+    let t2 = store
+        .create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2/v1")
+        .await
+        .unwrap();
+    let t3 = store
+        .create_table(&ctx(), cat, &db, "t3", EntityKind::Table, "s3://t3/v1")
+        .await
+        .unwrap();
+    store
+        .commit_tables(&ctx(), &[swap(&t2, 1, "s3://t2/v2")])
+        .await
+        .unwrap();
     let before = changes(&store).await.len();
 
     assert_err!(
@@ -712,22 +1063,48 @@ async fn commit_multi_table_with_one_stale_swap_changes_nothing(store: Store) {
     let load = |name: &'static str| {
         let store = store.clone();
         let cat = cat.clone();
-        async move { store.get_table(&cat, &ns(&["db"]), name).await.unwrap().unwrap() }
+        async move {
+            store
+                .get_table(&cat, &ns(&["db"]), name)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     assert_eq!(load("t").await, t1);
     assert_eq!(load("t2").await.version, 2);
     assert_eq!(load("t2").await.metadata_location, "s3://t2/v2");
     assert_eq!(load("t3").await, t3);
-    assert_eq!(changes(&store).await.len(), before, "a failed commit appends nothing");
+    assert_eq!(
+        changes(&store).await.len(),
+        before,
+        "a failed commit appends nothing"
+    );
 
     // All current: every pointer moves, results in input order.
     let committed = store
-        .commit_tables(&ctx(), &[swap(&t3, 1, "s3://t3/v2"), swap(&t1, 1, "s3://t1/v2"), swap(&t2, 2, "s3://t2/v3")])
+        .commit_tables(
+            &ctx(),
+            &[
+                swap(&t3, 1, "s3://t3/v2"),
+                swap(&t1, 1, "s3://t1/v2"),
+                swap(&t2, 2, "s3://t2/v3"),
+            ],
+        )
         .await
         .unwrap();
-    let summary: Vec<(&str, i64, &str)> =
-        committed.iter().map(|t| (t.name.as_str(), t.version, t.metadata_location.as_str())).collect();
-    assert_eq!(summary, [("t3", 2, "s3://t3/v2"), ("t", 2, "s3://t1/v2"), ("t2", 3, "s3://t2/v3")]);
+    let summary: Vec<(&str, i64, &str)> = committed
+        .iter()
+        .map(|t| (t.name.as_str(), t.version, t.metadata_location.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("t3", 2, "s3://t3/v2"),
+            ("t", 2, "s3://t1/v2"),
+            ("t2", 3, "s3://t2/v3")
+        ]
+    );
     assert_eq!(load("t").await.version, 2);
     assert_eq!(load("t2").await.version, 3);
     assert_eq!(load("t3").await.version, 2);
@@ -736,16 +1113,23 @@ async fn commit_multi_table_with_one_stale_swap_changes_nothing(store: Store) {
 
     // The same table twice in one commit is refused.
     assert_err!(
-        store.commit_tables(&ctx(), &[swap(&t1, 2, "s3://a"), swap(&t1, 3, "s3://b")]).await,
+        store
+            .commit_tables(&ctx(), &[swap(&t1, 2, "s3://a"), swap(&t1, 3, "s3://b")])
+            .await,
         StoreError::Invalid(_)
     );
 }
 
 async fn commit_of_vanished_table_conflicts(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
-    store.drop_table(&ctx(), &f.catalog.id, &ns(&["db"]), "t", EntityKind::Table).await.unwrap();
+    store
+        .drop_table(&ctx(), &f.catalog.id, &ns(&["db"]), "t", EntityKind::Table)
+        .await
+        .unwrap();
     assert_err!(
-        store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")]).await,
+        store
+            .commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")])
+            .await,
         StoreError::CommitConflict(_)
     );
 }
@@ -775,10 +1159,24 @@ async fn commit_sixteen_racers_from_same_version_exactly_one_wins(store: Store) 
         }
     }
     assert_eq!(winners.len(), 1, "exactly one racer wins");
-    let loaded = store.get_table(&f.catalog.id, &ns(&["db"]), "t").await.unwrap().unwrap();
+    let loaded = store
+        .get_table(&f.catalog.id, &ns(&["db"]), "t")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded.version, 2);
-    assert_eq!(loaded.metadata_location, format!("s3://b/t/racer-{}.json", winners[0]));
-    assert_eq!(ops(&store).await.iter().filter(|op| *op == "commit_table").count(), 1);
+    assert_eq!(
+        loaded.metadata_location,
+        format!("s3://b/t/racer-{}.json", winners[0])
+    );
+    assert_eq!(
+        ops(&store)
+            .await
+            .iter()
+            .filter(|op| *op == "commit_table")
+            .count(),
+        1
+    );
 }
 
 async fn commit_concurrent_cas_loops_all_land(store: Store) {
@@ -793,9 +1191,16 @@ async fn commit_concurrent_cas_loops_all_land(store: Store) {
             let mut conflicts = 0usize;
             for commit in 0..COMMITS {
                 loop {
-                    let current = store.get_table(&cat, &ns(&["db"]), "t").await.unwrap().unwrap();
+                    let current = store
+                        .get_table(&cat, &ns(&["db"]), "t")
+                        .await
+                        .unwrap()
+                        .unwrap();
                     let location = format!("s3://b/t/{task}-{commit}.json");
-                    match store.commit_tables(&ctx(), &[swap(&current, current.version, &location)]).await {
+                    match store
+                        .commit_tables(&ctx(), &[swap(&current, current.version, &location)])
+                        .await
+                    {
                         Ok(records) => {
                             assert_eq!(records[0].version, current.version + 1);
                             break;
@@ -812,7 +1217,11 @@ async fn commit_concurrent_cas_loops_all_land(store: Store) {
         task.await.unwrap();
     }
     let total = (TASKS * COMMITS) as i64;
-    let loaded = store.get_table(&f.catalog.id, &ns(&["db"]), "t").await.unwrap().unwrap();
+    let loaded = store
+        .get_table(&f.catalog.id, &ns(&["db"]), "t")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(loaded.version, 1 + total);
 
     let commits: Vec<ChangeRecord> = changes(&store)
@@ -821,15 +1230,25 @@ async fn commit_concurrent_cas_loops_all_land(store: Store) {
         .filter(|c| c.op == "commit_table" && c.payload["id"] == table.id.as_str())
         .collect();
     assert_eq!(commits.len() as i64, total);
-    let versions: BTreeSet<i64> = commits.iter().map(|c| c.payload["version"].as_i64().unwrap()).collect();
-    assert_eq!(versions, (2..=1 + total).collect::<BTreeSet<i64>>(), "every version committed once");
+    let versions: BTreeSet<i64> = commits
+        .iter()
+        .map(|c| c.payload["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        (2..=1 + total).collect::<BTreeSet<i64>>(),
+        "every version committed once"
+    );
 }
 
 async fn drop_table_and_view(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
-    let view = store.create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v").await.unwrap();
+    let view = store
+        .create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v")
+        .await
+        .unwrap();
     // Kind must match.
     assert_err!(
         store.drop_table(&ctx(), cat, &db, "t", EntityKind::View).await,
@@ -839,20 +1258,37 @@ async fn drop_table_and_view(store: Store) {
         store.drop_table(&ctx(), cat, &db, "v", EntityKind::Table).await,
         StoreError::NotFound(NotFound::Table(m)) if m == "db.v"
     );
-    assert_eq!(store.drop_table(&ctx(), cat, &db, "t", EntityKind::Table).await.unwrap(), table);
+    assert_eq!(
+        store
+            .drop_table(&ctx(), cat, &db, "t", EntityKind::Table)
+            .await
+            .unwrap(),
+        table
+    );
     assert_eq!(store.get_table(cat, &db, "t").await.unwrap(), None);
     assert_err!(
         store.drop_table(&ctx(), cat, &db, "t", EntityKind::Table).await,
         StoreError::NotFound(NotFound::Table(m)) if m == "db.t"
     );
-    assert_eq!(store.drop_table(&ctx(), cat, &db, "v", EntityKind::View).await.unwrap(), view);
+    assert_eq!(
+        store
+            .drop_table(&ctx(), cat, &db, "v", EntityKind::View)
+            .await
+            .unwrap(),
+        view
+    );
     assert_eq!(store.get_table(cat, &db, "v").await.unwrap(), None);
     assert_err!(
-        store.drop_table(&ctx(), cat, &ns(&["nope"]), "t", EntityKind::Table).await,
+        store
+            .drop_table(&ctx(), cat, &ns(&["nope"]), "t", EntityKind::Table)
+            .await,
         StoreError::NotFound(_)
     );
     // The name is free again, with a fresh id and version.
-    let again = store.create_table(&ctx(), cat, &db, "t", EntityKind::Table, "s3://t2").await.unwrap();
+    let again = store
+        .create_table(&ctx(), cat, &db, "t", EntityKind::Table, "s3://t2")
+        .await
+        .unwrap();
     assert_ne!(again.id, table.id);
     assert_eq!(again.version, 1);
 }
@@ -862,44 +1298,94 @@ async fn rename_table_within_and_across_namespaces(store: Store) {
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
     let other = ns(&["other", "inner"]);
-    store.create_namespace(&ctx(), cat, &ns(&["other"]), &HashMap::new()).await.unwrap();
-    store.create_namespace(&ctx(), cat, &other, &HashMap::new()).await.unwrap();
-    let moved = store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")]).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["other"]), &HashMap::new())
+        .await
+        .unwrap();
+    store
+        .create_namespace(&ctx(), cat, &other, &HashMap::new())
+        .await
+        .unwrap();
+    let moved = store
+        .commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")])
+        .await
+        .unwrap();
 
-    let renamed = store.rename_table(&ctx(), cat, &db, "t", &db, "t_new", EntityKind::Table).await.unwrap();
+    let renamed = store
+        .rename_table(&ctx(), cat, &db, "t", &db, "t_new", EntityKind::Table)
+        .await
+        .unwrap();
     assert_eq!(renamed.name, "t_new");
     assert_eq!(renamed.id, table.id);
     assert_eq!(renamed.version, 2);
     assert_eq!(renamed.metadata_location, moved[0].metadata_location);
     assert_eq!(store.get_table(cat, &db, "t").await.unwrap(), None);
-    assert_eq!(store.get_table(cat, &db, "t_new").await.unwrap(), Some(renamed));
+    assert_eq!(
+        store.get_table(cat, &db, "t_new").await.unwrap(),
+        Some(renamed)
+    );
 
-    let across = store.rename_table(&ctx(), cat, &db, "t_new", &other, "t", EntityKind::Table).await.unwrap();
+    let across = store
+        .rename_table(&ctx(), cat, &db, "t_new", &other, "t", EntityKind::Table)
+        .await
+        .unwrap();
     assert_eq!(across.namespace, other);
     assert_eq!(across.name, "t");
-    assert_eq!(store.get_table(cat, &other, "t").await.unwrap(), Some(across.clone()));
+    assert_eq!(
+        store.get_table(cat, &other, "t").await.unwrap(),
+        Some(across.clone())
+    );
     assert_eq!(store.get_table(cat, &db, "t_new").await.unwrap(), None);
-    let listed = store.list_tables(cat, &other, EntityKind::Table, &PageRequest::default()).await.unwrap();
+    let listed = store
+        .list_tables(cat, &other, EntityKind::Table, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(listed.items, ["t"]);
     // The old namespace is empty and can go; the table still commits by id.
     store.drop_namespace(&ctx(), cat, &db).await.unwrap();
-    let committed = store.commit_tables(&ctx(), &[swap(&across, 2, "s3://b/t/v3.json")]).await.unwrap();
+    let committed = store
+        .commit_tables(&ctx(), &[swap(&across, 2, "s3://b/t/v3.json")])
+        .await
+        .unwrap();
     assert_eq!(committed[0].namespace, other);
     assert_eq!(committed[0].version, 3);
 
     // Views rename too.
-    store.create_table(&ctx(), cat, &other, "v", EntityKind::View, "s3://v").await.unwrap();
-    let view = store.rename_table(&ctx(), cat, &other, "v", &ns(&["other"]), "v2", EntityKind::View).await.unwrap();
+    store
+        .create_table(&ctx(), cat, &other, "v", EntityKind::View, "s3://v")
+        .await
+        .unwrap();
+    let view = store
+        .rename_table(
+            &ctx(),
+            cat,
+            &other,
+            "v",
+            &ns(&["other"]),
+            "v2",
+            EntityKind::View,
+        )
+        .await
+        .unwrap();
     assert_eq!(view.kind, EntityKind::View);
-    assert_eq!(store.get_table(cat, &ns(&["other"]), "v2").await.unwrap(), Some(view));
+    assert_eq!(
+        store.get_table(cat, &ns(&["other"]), "v2").await.unwrap(),
+        Some(view)
+    );
 }
 
 async fn rename_table_refusals(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
-    store.create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2").await.unwrap();
-    store.create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v").await.unwrap();
+    store
+        .create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2")
+        .await
+        .unwrap();
+    store
+        .create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v")
+        .await
+        .unwrap();
     let before = changes(&store).await.len();
 
     assert_err!(
@@ -935,46 +1421,122 @@ async fn stale_epoch_fences_every_mutation(store: Store) {
     let (f, table) = fixture_with_table(&store).await;
     let cat = f.catalog.id.clone();
     let db = ns(&["db"]);
-    store.create_namespace(&ctx(), &cat, &ns(&["empty"]), &props(&[("k", "v")])).await.unwrap();
+    store
+        .create_namespace(&ctx(), &cat, &ns(&["empty"]), &props(&[("k", "v")]))
+        .await
+        .unwrap();
     store.set_epoch(2).await.unwrap();
     assert_eq!(store.current_epoch().await.unwrap(), 2);
     let before = changes(&store).await;
 
     for carried in [1, 3] {
-        let stale = WriteContext { epoch: carried, actor: "old-primary".into() };
+        let stale = WriteContext {
+            epoch: carried,
+            actor: "old-primary".into(),
+        };
         macro_rules! fenced {
             ($call:expr) => {
                 assert_err!($call, StoreError::StaleEpoch { carried: c, current: 2 } if c == carried)
             };
         }
         fenced!(store.create_tenant(&stale, "t2").await);
-        fenced!(store.create_warehouse(&stale, &f.tenant.id, "wh2", "b", "").await);
-        fenced!(store.create_catalog(&stale, &f.tenant.id, &f.warehouse.id, "cat2", &HashMap::new()).await);
-        fenced!(store.create_namespace(&stale, &cat, &ns(&["ns2"]), &HashMap::new()).await);
+        fenced!(
+            store
+                .create_warehouse(&stale, &f.tenant.id, "wh2", "b", "")
+                .await
+        );
+        fenced!(
+            store
+                .create_catalog(
+                    &stale,
+                    &f.tenant.id,
+                    &f.warehouse.id,
+                    "cat2",
+                    &HashMap::new()
+                )
+                .await
+        );
+        fenced!(
+            store
+                .create_namespace(&stale, &cat, &ns(&["ns2"]), &HashMap::new())
+                .await
+        );
         fenced!(store.drop_namespace(&stale, &cat, &ns(&["empty"])).await);
-        fenced!(store.update_namespace_properties(&stale, &cat, &ns(&["empty"]), &ns(&["k"]), &props(&[("x", "y")])).await);
-        fenced!(store.create_table(&stale, &cat, &db, "t2", EntityKind::Table, "s3://t2").await);
-        fenced!(store.commit_tables(&stale, &[swap(&table, 1, "s3://b/t/v2.json")]).await);
-        fenced!(store.drop_table(&stale, &cat, &db, "t", EntityKind::Table).await);
-        fenced!(store.rename_table(&stale, &cat, &db, "t", &db, "t3", EntityKind::Table).await);
+        fenced!(
+            store
+                .update_namespace_properties(
+                    &stale,
+                    &cat,
+                    &ns(&["empty"]),
+                    &ns(&["k"]),
+                    &props(&[("x", "y")])
+                )
+                .await
+        );
+        fenced!(
+            store
+                .create_table(&stale, &cat, &db, "t2", EntityKind::Table, "s3://t2")
+                .await
+        );
+        fenced!(
+            store
+                .commit_tables(&stale, &[swap(&table, 1, "s3://b/t/v2.json")])
+                .await
+        );
+        fenced!(
+            store
+                .drop_table(&stale, &cat, &db, "t", EntityKind::Table)
+                .await
+        );
+        fenced!(
+            store
+                .rename_table(&stale, &cat, &db, "t", &db, "t3", EntityKind::Table)
+                .await
+        );
     }
 
     assert_eq!(store.get_tenant("t2").await.unwrap(), None);
-    assert_eq!(store.get_warehouse(&f.tenant.id, "wh2").await.unwrap(), None);
+    assert_eq!(
+        store.get_warehouse(&f.tenant.id, "wh2").await.unwrap(),
+        None
+    );
     assert_eq!(store.get_catalog(&f.tenant.id, "cat2").await.unwrap(), None);
-    assert_eq!(store.get_namespace(&cat, &ns(&["ns2"])).await.unwrap(), None);
-    let empty = store.get_namespace(&cat, &ns(&["empty"])).await.unwrap().expect("not dropped");
+    assert_eq!(
+        store.get_namespace(&cat, &ns(&["ns2"])).await.unwrap(),
+        None
+    );
+    let empty = store
+        .get_namespace(&cat, &ns(&["empty"]))
+        .await
+        .unwrap()
+        .expect("not dropped");
     assert_eq!(empty.properties, props(&[("k", "v")]));
     assert_eq!(store.get_table(&cat, &db, "t2").await.unwrap(), None);
     assert_eq!(store.get_table(&cat, &db, "t3").await.unwrap(), None);
-    assert_eq!(store.get_table(&cat, &db, "t").await.unwrap(), Some(table.clone()));
-    assert_eq!(changes(&store).await, before, "a fenced write appends no change record");
+    assert_eq!(
+        store.get_table(&cat, &db, "t").await.unwrap(),
+        Some(table.clone())
+    );
+    assert_eq!(
+        changes(&store).await,
+        before,
+        "a fenced write appends no change record"
+    );
 
     // Writes carrying the current epoch go through, and are logged under it.
-    let current = WriteContext { epoch: 2, actor: "new-primary".into() };
-    store.commit_tables(&current, &[swap(&table, 1, "s3://b/t/v2.json")]).await.unwrap();
+    let current = WriteContext {
+        epoch: 2,
+        actor: "new-primary".into(),
+    };
+    store
+        .commit_tables(&current, &[swap(&table, 1, "s3://b/t/v2.json")])
+        .await
+        .unwrap();
     let last = changes(&store).await.pop().unwrap();
-    assert_eq!((last.op.as_str(), last.epoch, last.actor.as_str()), ("commit_table", 2, "new-primary"));
+    assert_eq!(
+        (last.op.as_str(), last.epoch, last.actor.as_str()),
+        ("commit_table", 2, "new-primary")
+    );
 }
 
 async fn set_epoch_only_raises(store: Store) {
@@ -993,15 +1555,57 @@ async fn change_log_records_every_mutation_once(store: Store) {
     let (f, t) = fixture_with_table(&store).await;
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
-    store.create_namespace(&ctx(), cat, &ns(&["db", "sub"]), &HashMap::new()).await.unwrap();
-    store.update_namespace_properties(&ctx(), cat, &db, &[], &props(&[("k", "v")])).await.unwrap();
-    let v = store.create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v1").await.unwrap();
-    let t2 = store.create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2").await.unwrap();
-    store.commit_tables(&ctx(), &[swap(&t, 1, "s3://t/v2")]).await.unwrap();
-    store.commit_tables(&ctx(), &[swap(&t, 2, "s3://t/v3"), swap(&t2, 1, "s3://t2/v2"), swap(&v, 1, "s3://v2")]).await.unwrap();
-    store.rename_table(&ctx(), cat, &db, "t2", &ns(&["db", "sub"]), "moved", EntityKind::Table).await.unwrap();
-    store.drop_table(&ctx(), cat, &ns(&["db", "sub"]), "moved", EntityKind::Table).await.unwrap();
-    store.drop_namespace(&ctx(), cat, &ns(&["db", "sub"])).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["db", "sub"]), &HashMap::new())
+        .await
+        .unwrap();
+    store
+        .update_namespace_properties(&ctx(), cat, &db, &[], &props(&[("k", "v")]))
+        .await
+        .unwrap();
+    let v = store
+        .create_table(&ctx(), cat, &db, "v", EntityKind::View, "s3://v1")
+        .await
+        .unwrap();
+    let t2 = store
+        .create_table(&ctx(), cat, &db, "t2", EntityKind::Table, "s3://t2")
+        .await
+        .unwrap();
+    store
+        .commit_tables(&ctx(), &[swap(&t, 1, "s3://t/v2")])
+        .await
+        .unwrap();
+    store
+        .commit_tables(
+            &ctx(),
+            &[
+                swap(&t, 2, "s3://t/v3"),
+                swap(&t2, 1, "s3://t2/v2"),
+                swap(&v, 1, "s3://v2"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .rename_table(
+            &ctx(),
+            cat,
+            &db,
+            "t2",
+            &ns(&["db", "sub"]),
+            "moved",
+            EntityKind::Table,
+        )
+        .await
+        .unwrap();
+    store
+        .drop_table(&ctx(), cat, &ns(&["db", "sub"]), "moved", EntityKind::Table)
+        .await
+        .unwrap();
+    store
+        .drop_namespace(&ctx(), cat, &ns(&["db", "sub"]))
+        .await
+        .unwrap();
 
     let log = changes(&store).await;
     let ops: Vec<&str> = log.iter().map(|c| c.op.as_str()).collect();
@@ -1026,13 +1630,20 @@ async fn change_log_records_every_mutation_once(store: Store) {
             "drop_namespace",
         ]
     );
-    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "seq strictly increasing");
+    assert!(
+        log.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seq strictly increasing"
+    );
     for change in &log {
         assert_eq!(change.epoch, 1);
         assert_eq!(change.actor, "conformance");
         assert!(change.created_ms > 0);
         let expected_catalog = !matches!(change.op.as_str(), "create_tenant" | "create_warehouse");
-        assert_eq!(change.catalog_id.as_deref() == Some(cat.as_str()), expected_catalog, "{change:?}");
+        assert_eq!(
+            change.catalog_id.as_deref() == Some(cat.as_str()),
+            expected_catalog,
+            "{change:?}"
+        );
     }
 
     // Payloads carry enough to re-apply.
@@ -1056,7 +1667,10 @@ async fn change_log_records_every_mutation_once(store: Store) {
     assert_eq!(commit.payload["metadata_location"], "s3://t/v3");
     assert_eq!(commit.payload["version"], 3);
     assert_eq!(log[12].payload["kind"], "view");
-    assert_eq!(log[13].payload["to_namespace"], serde_json::json!(["db", "sub"]));
+    assert_eq!(
+        log[13].payload["to_namespace"],
+        serde_json::json!(["db", "sub"])
+    );
     assert_eq!(log[13].payload["to_name"], "moved");
     assert_eq!(log[13].payload["from_name"], "t2");
     assert_eq!(log[14].payload["id"], t2.id.as_str());
@@ -1071,25 +1685,75 @@ async fn change_log_failed_mutations_append_nothing(store: Store) {
     let (f, t) = fixture_with_table(&store).await;
     let cat = &f.catalog.id;
     let db = ns(&["db"]);
-    store.create_namespace(&ctx(), cat, &ns(&["db", "sub"]), &HashMap::new()).await.unwrap();
+    store
+        .create_namespace(&ctx(), cat, &ns(&["db", "sub"]), &HashMap::new())
+        .await
+        .unwrap();
     let before = changes(&store).await;
     assert!(store.create_tenant(&ctx(), "acme").await.is_err());
-    assert!(store.create_warehouse(&ctx(), &f.tenant.id, "wh", "b", "").await.is_err());
-    assert!(store.create_catalog(&ctx(), &f.tenant.id, &f.warehouse.id, "cat", &HashMap::new()).await.is_err());
-    assert!(store.create_namespace(&ctx(), cat, &db, &HashMap::new()).await.is_err());
-    assert!(store.create_namespace(&ctx(), cat, &ns(&["x", "y"]), &HashMap::new()).await.is_err());
+    assert!(store
+        .create_warehouse(&ctx(), &f.tenant.id, "wh", "b", "")
+        .await
+        .is_err());
+    assert!(store
+        .create_catalog(
+            &ctx(),
+            &f.tenant.id,
+            &f.warehouse.id,
+            "cat",
+            &HashMap::new()
+        )
+        .await
+        .is_err());
+    assert!(store
+        .create_namespace(&ctx(), cat, &db, &HashMap::new())
+        .await
+        .is_err());
+    assert!(store
+        .create_namespace(&ctx(), cat, &ns(&["x", "y"]), &HashMap::new())
+        .await
+        .is_err());
     assert!(store.drop_namespace(&ctx(), cat, &db).await.is_err());
-    assert!(store.drop_namespace(&ctx(), cat, &ns(&["nope"])).await.is_err());
-    assert!(store.update_namespace_properties(&ctx(), cat, &ns(&["nope"]), &[], &props(&[("a", "b")])).await.is_err());
-    assert!(store.create_table(&ctx(), cat, &db, "t", EntityKind::View, "s3://x").await.is_err());
-    assert!(store.commit_tables(&ctx(), &[swap(&t, 5, "s3://x")]).await.is_err());
-    assert!(store.drop_table(&ctx(), cat, &db, "nope", EntityKind::Table).await.is_err());
-    assert!(store.rename_table(&ctx(), cat, &db, "t", &ns(&["nope"]), "t", EntityKind::Table).await.is_err());
+    assert!(store
+        .drop_namespace(&ctx(), cat, &ns(&["nope"]))
+        .await
+        .is_err());
+    assert!(store
+        .update_namespace_properties(&ctx(), cat, &ns(&["nope"]), &[], &props(&[("a", "b")]))
+        .await
+        .is_err());
+    assert!(store
+        .create_table(&ctx(), cat, &db, "t", EntityKind::View, "s3://x")
+        .await
+        .is_err());
+    assert!(store
+        .commit_tables(&ctx(), &[swap(&t, 5, "s3://x")])
+        .await
+        .is_err());
+    assert!(store
+        .drop_table(&ctx(), cat, &db, "nope", EntityKind::Table)
+        .await
+        .is_err());
+    assert!(store
+        .rename_table(
+            &ctx(),
+            cat,
+            &db,
+            "t",
+            &ns(&["nope"]),
+            "t",
+            EntityKind::Table
+        )
+        .await
+        .is_err());
     assert!(store.set_epoch(0).await.is_err());
     assert_eq!(changes(&store).await, before);
 
     // And the next successful mutation continues the sequence.
-    store.commit_tables(&ctx(), &[swap(&t, 1, "s3://t/v2")]).await.unwrap();
+    store
+        .commit_tables(&ctx(), &[swap(&t, 1, "s3://t/v2")])
+        .await
+        .unwrap();
     let after = changes(&store).await;
     assert_eq!(after.len(), before.len() + 1);
     assert!(after[after.len() - 1].seq > after[after.len() - 2].seq);
@@ -1104,7 +1768,11 @@ async fn sqlite_reopen_keeps_data() {
     let (f, table, last_seq) = {
         let store: Store = Arc::new(SqlStore::connect(&url).await.expect("first open"));
         let (f, table) = fixture_with_table(&store).await;
-        let table = store.commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")]).await.unwrap().remove(0);
+        let table = store
+            .commit_tables(&ctx(), &[swap(&table, 1, "s3://b/t/v2.json")])
+            .await
+            .unwrap()
+            .remove(0);
         store.set_epoch(5).await.unwrap();
         let last_seq = changes(&store).await.last().unwrap().seq;
         (f, table, last_seq)
@@ -1113,26 +1781,67 @@ async fn sqlite_reopen_keeps_data() {
     let store: Store = Arc::new(reopened.clone());
     assert_eq!(store.backend(), "sqlite");
     assert_eq!(store.current_epoch().await.unwrap(), 5);
-    assert_eq!(store.get_tenant("acme").await.unwrap(), Some(f.tenant.clone()));
-    assert_eq!(store.get_catalog(&f.tenant.id, "cat").await.unwrap(), Some(f.catalog.clone()));
-    assert_eq!(store.get_table(&f.catalog.id, &ns(&["db"]), "t").await.unwrap(), Some(table));
+    assert_eq!(
+        store.get_tenant("acme").await.unwrap(),
+        Some(f.tenant.clone())
+    );
+    assert_eq!(
+        store.get_catalog(&f.tenant.id, "cat").await.unwrap(),
+        Some(f.catalog.clone())
+    );
+    assert_eq!(
+        store
+            .get_table(&f.catalog.id, &ns(&["db"]), "t")
+            .await
+            .unwrap(),
+        Some(table)
+    );
     assert_eq!(changes(&store).await.last().unwrap().seq, last_seq);
     // Still writable after reopening, and the log continues.
-    let next = WriteContext { epoch: 5, actor: "reopened".into() };
-    store.create_namespace(&next, &f.catalog.id, &ns(&["later"]), &HashMap::new()).await.unwrap();
+    let next = WriteContext {
+        epoch: 5,
+        actor: "reopened".into(),
+    };
+    store
+        .create_namespace(&next, &f.catalog.id, &ns(&["later"]), &HashMap::new())
+        .await
+        .unwrap();
     assert_eq!(changes(&store).await.last().unwrap().seq, last_seq + 1);
     reopened.close().await;
+
+    // The file is in WAL mode (a persistent property of the file).
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
 }
 
 #[tokio::test]
 async fn unsupported_url_scheme_is_invalid() {
-    assert!(matches!(SqlStore::connect("mysql://localhost/x").await, Err(StoreError::Invalid(_))));
-    assert!(matches!(SqlStore::connect("sqlite::memory:").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        SqlStore::connect("mysql://localhost/x").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        SqlStore::connect("sqlite::memory:").await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 #[test]
 fn with_database_replaces_the_path() {
-    assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-    assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-    assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres", "x"),
+        "postgres://u@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h:5432", "x"),
+        "postgres://u@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
 }

@@ -15,9 +15,10 @@ use sha2::Digest;
 
 use super::{AppState, IcebergJson};
 use crate::catalog::model::{
-    CommitTableRequest, CreateNamespaceRequest, CreateTableRequest, ListNamespacesResponse,
-    ListTablesResponse, NamespaceResponse, RegisterTableRequest, RenameTableRequest,
-    TableIdentifier, UpdateNamespacePropertiesRequest, UpdateNamespacePropertiesResponse,
+    CommitTableRequest, CommitTransactionRequest, CreateNamespaceRequest, CreateTableRequest,
+    ListNamespacesResponse, ListTablesResponse, NamespaceResponse, RegisterTableRequest,
+    RenameTableRequest, TableIdentifier, UpdateNamespacePropertiesRequest,
+    UpdateNamespacePropertiesResponse,
 };
 use crate::catalog::{parse_namespace, CachedMetadata, CreatedTable, LoadedTable, ResolvedCatalog};
 use crate::error::CatalogError;
@@ -45,6 +46,7 @@ pub const ENDPOINTS: &[&str] = &[
     "POST /v1/{prefix}/namespaces/{namespace}/register",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
     "POST /v1/{prefix}/tables/rename",
+    "POST /v1/{prefix}/transactions/commit",
 ];
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -84,6 +86,7 @@ pub fn router() -> Router<Arc<AppState>> {
             post(report_metrics),
         )
         .route("/v1/{prefix}/tables/rename", post(rename_table))
+        .route("/v1/{prefix}/transactions/commit", post(commit_transaction))
 }
 
 // ---- parameter parsing ------------------------------------------------------------------
@@ -532,5 +535,26 @@ async fn report_metrics(
         )));
     }
     tracing::debug!(table = %table, kind = ?report.get("report-type"), "metrics report");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn commit_transaction(
+    State(state): St,
+    p: Result<Path<String>, PathRejection>,
+    IcebergJson(req): IcebergJson<CommitTransactionRequest>,
+) -> ApiResult<StatusCode> {
+    let prefix = path(p)?;
+    let cat = catalog(&state, &prefix).await?;
+    let changes = req
+        .table_changes
+        .into_iter()
+        .map(|c| {
+            let id = c.identifier.ok_or_else(|| {
+                CatalogError::bad_request("Every table change of a transaction needs an identifier")
+            })?;
+            Ok((id, c.requirements, c.updates))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    state.catalog.commit_transaction(&cat, changes).await?;
     Ok(StatusCode::NO_CONTENT)
 }

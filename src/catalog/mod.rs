@@ -47,6 +47,18 @@ pub struct LoadedTable {
     pub metadata: Arc<CachedMetadata>,
 }
 
+/// A table change whose metadata file is written but not yet published.
+struct StagedSwap {
+    swap: PointerSwap,
+    cached: Arc<CachedMetadata>,
+}
+
+enum Prepared {
+    /// The updates changed nothing: no file written, nothing to publish.
+    Unchanged(LoadedTable),
+    Swap(StagedSwap),
+}
+
 /// What a staged create answers: metadata that was not persisted.
 pub enum CreatedTable {
     Committed(LoadedTable),
@@ -613,6 +625,78 @@ impl CatalogService {
         Ok(())
     }
 
+    /// Checks requirements against the table's current metadata, applies the updates and
+    /// writes the next metadata file. Nothing is published yet.
+    async fn prepare_update(
+        &self,
+        record: TableRecord,
+        requirements: &[TableRequirement],
+        updates: &[TableUpdate],
+    ) -> Result<Prepared> {
+        let base = self.metadata_at(&record.metadata_location).await?;
+        for r in requirements {
+            r.check(Some(&base.metadata))?;
+        }
+        let mut builder = TableMetadataBuilder::new_from_metadata(
+            (*base.metadata).clone(),
+            Some(record.metadata_location.clone()),
+        );
+        for u in updates.iter().cloned() {
+            builder = u.apply(builder)?;
+        }
+        let built = builder.build()?;
+        if built.changes.is_empty() && updates.is_empty() {
+            return Ok(Prepared::Unchanged(LoadedTable {
+                record,
+                metadata: base,
+            }));
+        }
+        let version = metadata_version(&record.metadata_location).map_or(1, |v| v + 1);
+        let new_location = metadata_file_location(built.metadata.location(), version);
+        let cached = self.write_metadata(&new_location, built.metadata).await?;
+        Ok(Prepared::Swap(StagedSwap {
+            swap: PointerSwap {
+                table_id: record.id.clone(),
+                expected_version: record.version,
+                new_metadata_location: new_location,
+            },
+            cached,
+        }))
+    }
+
+    async fn discard_staged(&self, staged: &[StagedSwap]) {
+        for s in staged {
+            self.discard(&s.swap.new_metadata_location).await;
+        }
+    }
+
+    /// Publishes staged swaps in one store transaction. `Ok(None)`: a pointer moved since
+    /// the swaps were prepared (files already discarded); the caller retries.
+    async fn publish_swaps(&self, staged: Vec<StagedSwap>) -> Result<Option<Vec<LoadedTable>>> {
+        let swaps: Vec<PointerSwap> = staged.iter().map(|s| s.swap.clone()).collect();
+        match self.store.commit_tables(&self.ctx(), &swaps).await {
+            Ok(records) => Ok(Some(
+                records
+                    .into_iter()
+                    .zip(staged)
+                    .map(|(record, s)| LoadedTable {
+                        record,
+                        metadata: s.cached,
+                    })
+                    .collect(),
+            )),
+            Err(StoreError::CommitConflict(msg)) => {
+                self.discard_staged(&staged).await;
+                tracing::debug!(%msg, "pointer swap lost a race; retrying");
+                Ok(None)
+            }
+            Err(e) => {
+                self.discard_staged(&staged).await;
+                Err(self.write_err(e).await)
+            }
+        }
+    }
+
     /// updateTable: check requirements, apply updates, write the next metadata file, swap
     /// the pointer. A lost swap is retried against the new metadata while the requirements
     /// still hold; otherwise 409 CommitFailedException.
@@ -626,9 +710,7 @@ impl CatalogService {
     ) -> Result<LoadedTable> {
         validate_namespace(ns)?;
         validate_name("table", name)?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let Some(record) = self.get_entity(cat, ns, name, EntityKind::Table).await? else {
                 if requirements.contains(&TableRequirement::NotExist) {
                     return self
@@ -637,57 +719,84 @@ impl CatalogService {
                 }
                 return Err(Self::no_such_table(ns, name));
             };
-            let base = self.metadata_at(&record.metadata_location).await?;
-            for r in &requirements {
-                r.check(Some(&base.metadata))?;
-            }
-            let mut builder = TableMetadataBuilder::new_from_metadata(
-                (*base.metadata).clone(),
-                Some(record.metadata_location.clone()),
-            );
-            for u in updates.iter().cloned() {
-                builder = u.apply(builder)?;
-            }
-            let built = builder.build()?;
-            if built.changes.is_empty() && updates.is_empty() {
-                return Ok(LoadedTable {
-                    record,
-                    metadata: base,
-                });
-            }
-            let version = metadata_version(&record.metadata_location).map_or(1, |v| v + 1);
-            let new_location = metadata_file_location(built.metadata.location(), version);
-            let cached = self.write_metadata(&new_location, built.metadata).await?;
-            let swap = PointerSwap {
-                table_id: record.id.clone(),
-                expected_version: record.version,
-                new_metadata_location: new_location.clone(),
+            let staged = match self.prepare_update(record, &requirements, &updates).await? {
+                Prepared::Unchanged(t) => return Ok(t),
+                Prepared::Swap(s) => s,
             };
-            match self.store.commit_tables(&self.ctx(), &[swap]).await {
-                Ok(mut records) => {
-                    let record = records.pop().ok_or_else(|| {
-                        CatalogError::Internal("commit returned no record".into())
-                    })?;
-                    return Ok(LoadedTable {
-                        record,
-                        metadata: cached,
-                    });
-                }
-                Err(StoreError::CommitConflict(msg)) => {
-                    self.discard(&new_location).await;
-                    if attempt >= MAX_COMMIT_ATTEMPTS {
-                        return Err(CatalogError::CommitFailed(format!(
-                            "Commit failed after {attempt} attempts under contention: {msg}"
-                        )));
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => {
-                    self.discard(&new_location).await;
-                    return Err(self.write_err(e).await);
-                }
+            if let Some(mut tables) = self.publish_swaps(vec![staged]).await? {
+                return tables
+                    .pop()
+                    .ok_or_else(|| CatalogError::Internal("commit returned no record".into()));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(CatalogError::CommitFailed(format!(
+            "Commit of {} failed after {MAX_COMMIT_ATTEMPTS} attempts under contention",
+            table_display(ns, name)
+        )))
+    }
+
+    /// commitTransaction: every table change is prepared, then all pointers move in one
+    /// store transaction, or none does. Lost races are retried as a whole.
+    pub async fn commit_transaction(
+        &self,
+        cat: &ResolvedCatalog,
+        changes: Vec<(TableIdentifier, Vec<TableRequirement>, Vec<TableUpdate>)>,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Err(CatalogError::bad_request(
+                "A transaction needs at least one table change",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (id, reqs, _) in &changes {
+            validate_namespace(&id.namespace)?;
+            validate_name("table", &id.name)?;
+            if !seen.insert((id.namespace.clone(), id.name.clone())) {
+                return Err(CatalogError::bad_request(format!(
+                    "Table {} appears more than once in the transaction",
+                    table_display(&id.namespace, &id.name)
+                )));
+            }
+            if reqs.contains(&TableRequirement::NotExist) {
+                return Err(CatalogError::bad_request(
+                    "Creating tables (assert-create) inside commitTransaction is not supported",
+                ));
             }
         }
+        for attempt in 1..=MAX_COMMIT_ATTEMPTS {
+            let mut staged = Vec::new();
+            let mut failure = None;
+            for (id, reqs, ups) in &changes {
+                let prepared = match self
+                    .get_entity(cat, &id.namespace, &id.name, EntityKind::Table)
+                    .await
+                {
+                    Ok(Some(record)) => self.prepare_update(record, reqs, ups).await,
+                    Ok(None) => Err(Self::no_such_table(&id.namespace, &id.name)),
+                    Err(e) => Err(e),
+                };
+                match prepared {
+                    Ok(Prepared::Swap(s)) => staged.push(s),
+                    Ok(Prepared::Unchanged(_)) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                self.discard_staged(&staged).await;
+                return Err(e);
+            }
+            if staged.is_empty() || self.publish_swaps(staged).await?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(CatalogError::CommitFailed(format!(
+            "Transaction failed after {MAX_COMMIT_ATTEMPTS} attempts under contention"
+        )))
     }
 
     /// Commit of a staged create (`assert-create`): the table is built from the updates.

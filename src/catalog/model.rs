@@ -101,3 +101,9 @@ pub struct CommitTableRequest {
     #[serde(default)]
     pub updates: Vec<TableUpdate>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CommitTransactionRequest {
+    pub table_changes: Vec<CommitTableRequest>,
+}
