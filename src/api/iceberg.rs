@@ -185,7 +185,7 @@ async fn get_config(State(state): St, q: Params) -> ApiResult<Response> {
     let body = serde_json::json!({
         "defaults": {},
         "overrides": overrides,
-        "endpoints": ENDPOINTS,
+        "endpoints": ENDPOINTS.iter().chain(super::views::VIEW_ENDPOINTS).collect::<Vec<_>>(),
     });
     Ok(Json(body).into_response())
 }

@@ -16,6 +16,7 @@ use crate::catalog::CatalogService;
 use crate::error::CatalogError;
 
 pub mod iceberg;
+pub mod views;
 
 /// Shared state of one region's HTTP server.
 pub struct AppState {
@@ -47,6 +48,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(iceberg::router())
+        .merge(views::router())
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(unknown_route)
