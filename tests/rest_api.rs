@@ -746,3 +746,23 @@ async fn concurrent_overlapping_transactions_lose_nothing() {
     }
     Arc::try_unwrap(f).ok().unwrap().region.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_credentials_vends_the_region_storage_for_the_table_location() {
+    let f = Fixture::new().await;
+    f.create_namespace(&["ns"]).await;
+    let t = f.create_table("ns", "t").await;
+    let (s, b) = send(f.http.get(f.url("/namespaces/ns/tables/t/credentials"))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let cred = &b["storage-credentials"][0];
+    assert_eq!(cred["prefix"], t["metadata"]["location"]);
+    assert_eq!(cred["config"]["s3.endpoint"], f.region.s3_endpoint.as_str());
+    assert_eq!(
+        cred["config"]["s3.access-key-id"],
+        f.region.access_key.as_str()
+    );
+    let (s, b) = send(f.http.get(f.url("/namespaces/ns/tables/zz/credentials"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&b, s, "NoSuchTableException");
+    f.region.shutdown().await;
+}

@@ -45,6 +45,7 @@ pub const ENDPOINTS: &[&str] = &[
     "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
     "POST /v1/{prefix}/namespaces/{namespace}/register",
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
     "POST /v1/{prefix}/tables/rename",
     "POST /v1/{prefix}/transactions/commit",
 ];
@@ -84,6 +85,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
             post(report_metrics),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/credentials",
+            get(load_credentials),
         )
         .route("/v1/{prefix}/tables/rename", post(rename_table))
         .route("/v1/{prefix}/transactions/commit", post(commit_transaction))
@@ -557,4 +562,21 @@ async fn commit_transaction(
         .collect::<ApiResult<Vec<_>>>()?;
     state.catalog.commit_transaction(&cat, changes).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// loadCredentials: the region's storage settings for the table's location.
+async fn load_credentials(
+    State(state): St,
+    p: Result<Path<(String, String, String)>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (prefix, ns, table) = path(p)?;
+    let ns = parse_namespace(&ns)?;
+    let cat = catalog(&state, &prefix).await?;
+    let t = state.catalog.load_table(&cat, &ns, &table).await?;
+    Ok(Json(serde_json::json!({
+        "storage-credentials": [{
+            "prefix": t.metadata.metadata.location(),
+            "config": state.storage_properties,
+        }]
+    })))
 }
