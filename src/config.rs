@@ -21,6 +21,14 @@ pub struct Config {
     pub storage: StorageSection,
     #[serde(default)]
     pub bootstrap: BootstrapSection,
+    /// This node's control-plane voter and the voter set. Absent: a standalone region that
+    /// is always primary (single-region deployments, tests).
+    #[serde(default)]
+    pub control: Option<ControlSection>,
+    /// Every catalog region of the deployment (including this one), for write forwarding and
+    /// for copying objects between regions. Same list in every region's file.
+    #[serde(default)]
+    pub regions: Vec<RegionPeer>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -96,6 +104,80 @@ pub struct EmbeddedS3Section {
     pub root: PathBuf,
 }
 
+/// The control plane as seen from one voter (or a catalog-only node, `voter_id` absent).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// This node's voter id; absent on catalog nodes that only talk to the voters.
+    #[serde(default)]
+    pub voter_id: Option<u64>,
+    /// Where this node's voter serves Raft RPC and the control API (`/control/v1/...`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Folder of the voter's persistent Raft log and vote (`{data_dir}` allowed).
+    #[serde(default)]
+    pub raft_dir: Option<PathBuf>,
+    pub voters: Vec<VoterSection>,
+    /// Region that is primary when the cluster is first initialised.
+    pub initial_primary: String,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max_ms")]
+    pub election_timeout_max_ms: u64,
+    /// Write lease of the primary region's nodes; a new primary is activated only after the
+    /// old lease has expired.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Fail over automatically when the primary has held no lease for this long; 0 = never.
+    #[serde(default)]
+    pub auto_failover_after_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    150
+}
+fn default_election_min_ms() -> u64 {
+    750
+}
+fn default_election_max_ms() -> u64 {
+    1500
+}
+fn default_lease_ms() -> u64 {
+    4000
+}
+
+/// One control-plane voter.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VoterSection {
+    pub id: u64,
+    /// Region (or `witness`) the voter runs in.
+    pub region: String,
+    /// host:port of its Raft RPC / control API.
+    pub address: String,
+}
+
+/// One catalog region of the deployment.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionPeer {
+    pub name: String,
+    /// Base URL of the region's catalog endpoint (write forwarding target).
+    pub catalog_url: String,
+    /// The region's S3 endpoint and credentials, used to copy objects between regions.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+}
+
 /// What a fresh region creates at first start.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +213,8 @@ fn default_catalog() -> String {
 
 /// Top-level keys that `PANGOLIN_<KEY>` environment variables may override.
 const CONFIG_ROOTS: &[&str] = &[
+    "control",
+    "regions",
     "data_dir",
     "region",
     "catalog",
@@ -190,6 +274,11 @@ impl Config {
         self.database.url = sub(&self.database.url);
         if let Some(e) = &mut self.storage.embedded {
             e.root = PathBuf::from(sub(&e.root.display().to_string()));
+        }
+        if let Some(c) = &mut self.control {
+            if let Some(d) = &mut c.raft_dir {
+                *d = PathBuf::from(sub(&d.display().to_string()));
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod control;
 pub mod dev;
 pub mod error;
 pub mod server;

@@ -22,7 +22,7 @@ use crate::store::{
 
 mod metadata_cache;
 pub mod model;
-mod views;
+pub mod views;
 
 pub use metadata_cache::{CachedMetadata, MetadataCache};
 use model::{CreateTableRequest, TableIdentifier};

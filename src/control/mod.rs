@@ -1,0 +1,1 @@
+//! Control plane (openraft): which region is primary, write leases, switchover and failover.
