@@ -53,6 +53,13 @@ pub struct CatalogSection {
     /// Parsed table metadata kept in memory, in entries.
     #[serde(default = "default_cache_entries")]
     pub metadata_cache_entries: u64,
+    /// How long an `Idempotency-Key` is honoured after its first use, in seconds
+    /// (advertised in `/v1/config` as `idempotency-key-lifetime`).
+    #[serde(default = "default_idempotency_key_lifetime")]
+    pub idempotency_key_lifetime_secs: u64,
+    /// Metrics reports kept per catalog (the oldest are trimmed); 0 stores none.
+    #[serde(default = "default_metrics_reports_retention")]
+    pub metrics_reports_retention: u64,
 }
 
 fn default_max_body() -> usize {
@@ -60,6 +67,14 @@ fn default_max_body() -> usize {
 }
 
 fn default_cache_entries() -> u64 {
+    10_000
+}
+
+fn default_idempotency_key_lifetime() -> u64 {
+    1800
+}
+
+fn default_metrics_reports_retention() -> u64 {
     10_000
 }
 
@@ -223,6 +238,9 @@ const CONFIG_ROOTS: &[&str] = &[
     "bootstrap",
 ];
 
+/// Longest accepted `catalog.idempotency_key_lifetime_secs`: 7 days.
+const MAX_IDEMPOTENCY_KEY_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+
 /// A configuration problem, naming the file and key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -289,6 +307,14 @@ impl Config {
         }
         if self.catalog.listen.parse::<SocketAddr>().is_err() {
             return bad("catalog.listen", "must be an address like 127.0.0.1:8181");
+        }
+        if self.catalog.idempotency_key_lifetime_secs == 0
+            || self.catalog.idempotency_key_lifetime_secs > MAX_IDEMPOTENCY_KEY_LIFETIME_SECS
+        {
+            return bad(
+                "catalog.idempotency_key_lifetime_secs",
+                "must be between 1 and 604800 (7 days)",
+            );
         }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
@@ -405,6 +431,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn idempotency_and_metrics_settings_default_and_validate() {
+        let c = Config::parse(DEV, "x", Vec::new()).unwrap();
+        assert_eq!(c.catalog.idempotency_key_lifetime_secs, 1800);
+        assert_eq!(c.catalog.metrics_reports_retention, 10_000);
+        let env = vec![(
+            "PANGOLIN_CATALOG__IDEMPOTENCY_KEY_LIFETIME_SECS".to_string(),
+            "0".to_string(),
+        )];
+        let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
+        assert!(err.contains("catalog.idempotency_key_lifetime_secs"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod config;
 pub mod control;
 pub mod dev;
 pub mod error;
+pub mod replication;
+pub mod routing;
 pub mod server;
 pub mod storage;
 pub mod store;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::catalog::CatalogService;
 use crate::config::Config;
+use crate::routing::Standalone;
 use crate::storage::{embedded, ObjectStore, S3Settings};
 use crate::store::{MetadataStore, SqlStore, WriteContext};
 
@@ -133,17 +134,26 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     );
     let tenant_id = bootstrap(store.as_ref(), &objects, config).await?;
 
+    let authority = Arc::new(Standalone::new(store.current_epoch().await?));
     let catalog = CatalogService::new(
         store,
         objects,
+        authority,
         tenant_id,
         config.bootstrap.catalog.clone(),
         config.catalog.metadata_cache_entries,
-    )
-    .await?;
+    );
     let vended = config.vended_storage_properties(endpoint.as_deref().unwrap_or(""));
-    let state = Arc::new(AppState::new(catalog, config.region.name.clone(), vended));
-    let app = api::router(state, config.catalog.max_body_bytes);
+    let state = Arc::new(
+        AppState::new(
+            catalog,
+            config.region.name.clone(),
+            vended,
+            config.catalog.max_body_bytes,
+        )
+        .with_catalog_settings(&config.catalog),
+    );
+    let app = api::router(state);
 
     let listener = TcpListener::bind(&config.catalog.listen)
         .await

@@ -10,8 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pangolin::store::{
-    Catalog, ChangeRecord, EntityKind, MetadataStore, NotFound, Page, PageRequest, PointerSwap,
-    SqlStore, StoreError, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+    Catalog, ChangeRecord, EntityKind, IdempotencyStart, MetadataStore, MetricsReport,
+    MetricsReportQuery, NotFound, Page, PageRequest, PointerSwap, SqlStore, StoreError,
+    StoredResponse, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
 };
 use sqlx::{Connection, Executor};
 
@@ -167,6 +168,15 @@ conformance!(
     set_epoch_only_raises,
     change_log_records_every_mutation_once,
     change_log_failed_mutations_append_nothing,
+    idempotency_begin_complete_and_replay,
+    idempotency_concurrent_begin_exactly_one_started,
+    idempotency_abandon_lets_the_next_caller_run,
+    idempotency_expired_key_is_new_and_the_old_holder_loses_it,
+    idempotency_stale_reservation_is_taken_over_after_the_lease,
+    idempotency_purge_removes_only_old_keys,
+    metrics_reports_record_list_filter_and_trim,
+    metrics_reports_concurrent_records_keep_the_retention,
+    metrics_reports_bad_arguments_are_invalid,
 );
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -1757,6 +1767,462 @@ async fn change_log_failed_mutations_append_nothing(store: Store) {
     let after = changes(&store).await;
     assert_eq!(after.len(), before.len() + 1);
     assert!(after[after.len() - 1].seq > after[after.len() - 2].seq);
+}
+
+// ---- idempotency keys --------------------------------------------------------------------
+
+const KEY: &str = "017f22e2-79b0-7cc3-98c4-dc0c0c07398f";
+/// Lifetime and lease of the idempotency cases (times are explicit, in ms).
+const LIFETIME: i64 = 1_800_000;
+const LEASE: i64 = 300_000;
+
+fn response(status: u16, body: &str) -> StoredResponse {
+    StoredResponse {
+        status,
+        content_type: Some("application/json".into()),
+        etag: Some("\"abc\"".into()),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn begin(store: &Store, key: &str, fingerprint: &str, now: i64) -> IdempotencyStart {
+    store
+        .begin_idempotent(key, fingerprint, now, LIFETIME, LEASE)
+        .await
+        .expect("begin_idempotent")
+}
+
+fn token(start: IdempotencyStart) -> String {
+    match start {
+        IdempotencyStart::Started { token } => token,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+async fn idempotency_begin_complete_and_replay(store: Store) {
+    let t = token(begin(&store, KEY, "fp", 1_000).await);
+    assert_eq!(begin(&store, KEY, "fp", 1_001).await, IdempotencyStart::InFlight);
+    assert_eq!(
+        begin(&store, KEY, "other", 1_002).await,
+        IdempotencyStart::KeyReused
+    );
+    // Only the holder completes.
+    assert!(!store
+        .complete_idempotent(KEY, "not-the-token", &response(200, "{}"))
+        .await
+        .unwrap());
+    let stored = response(200, r#"{"namespace":["a"]}"#);
+    assert!(store.complete_idempotent(KEY, &t, &stored).await.unwrap());
+    // Completed once: a second completion or an abandon changes nothing.
+    assert!(!store
+        .complete_idempotent(KEY, &t, &response(500, "x"))
+        .await
+        .unwrap());
+    assert!(!store.abandon_idempotent(KEY, &t).await.unwrap());
+    assert_eq!(
+        begin(&store, KEY, "fp", 2_000).await,
+        IdempotencyStart::Completed(stored.clone())
+    );
+    assert_eq!(
+        begin(&store, KEY, "other", 2_000).await,
+        IdempotencyStart::KeyReused
+    );
+    // A response without content type, ETag or body survives the round trip too.
+    let other_key = "017f22e2-79b0-7cc3-98c4-dc0c0c073990";
+    let t2 = token(begin(&store, other_key, "fp", 3_000).await);
+    let empty = StoredResponse {
+        status: 204,
+        content_type: None,
+        etag: None,
+        body: Vec::new(),
+    };
+    assert!(store.complete_idempotent(other_key, &t2, &empty).await.unwrap());
+    assert_eq!(
+        begin(&store, other_key, "fp", 3_001).await,
+        IdempotencyStart::Completed(empty)
+    );
+    // Binary bodies are kept byte for byte.
+    let bin_key = "017f22e2-79b0-7cc3-98c4-dc0c0c073991";
+    let t3 = token(begin(&store, bin_key, "fp", 3_000).await);
+    let binary = StoredResponse {
+        status: 409,
+        content_type: None,
+        etag: None,
+        body: (0..=255u8).collect(),
+    };
+    assert!(store.complete_idempotent(bin_key, &t3, &binary).await.unwrap());
+    assert_eq!(
+        begin(&store, bin_key, "fp", 3_001).await,
+        IdempotencyStart::Completed(binary)
+    );
+}
+
+async fn idempotency_concurrent_begin_exactly_one_started(store: Store) {
+    const RACERS: usize = 16;
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            begin(&store, KEY, "fp", 1_000).await
+        }));
+    }
+    let mut tokens = Vec::new();
+    let mut in_flight = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            IdempotencyStart::Started { token } => tokens.push(token),
+            IdempotencyStart::InFlight => in_flight += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(tokens.len(), 1, "exactly one racer reserves the key");
+    assert_eq!(in_flight, RACERS - 1);
+    let stored = response(200, "{}");
+    assert!(store
+        .complete_idempotent(KEY, &tokens[0], &stored)
+        .await
+        .unwrap());
+    assert_eq!(
+        begin(&store, KEY, "fp", 1_001).await,
+        IdempotencyStart::Completed(stored)
+    );
+
+    // Racers on an expired key: again exactly one takes it over.
+    let mut tasks = Vec::new();
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    for _ in 0..RACERS {
+        let store = store.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            begin(&store, KEY, "new-fp", 1_000 + LIFETIME).await
+        }));
+    }
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            IdempotencyStart::Started { .. } => started += 1,
+            IdempotencyStart::InFlight => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1, "exactly one racer takes over the expired key");
+}
+
+async fn idempotency_abandon_lets_the_next_caller_run(store: Store) {
+    let t = token(begin(&store, KEY, "fp", 1_000).await);
+    assert!(!store.abandon_idempotent(KEY, "not-the-token").await.unwrap());
+    assert_eq!(begin(&store, KEY, "fp", 1_001).await, IdempotencyStart::InFlight);
+    assert!(store.abandon_idempotent(KEY, &t).await.unwrap());
+    let t2 = token(begin(&store, KEY, "fp", 1_002).await);
+    assert_ne!(t, t2);
+    // The old holder can neither complete nor release the new reservation.
+    assert!(!store
+        .complete_idempotent(KEY, &t, &response(200, "{}"))
+        .await
+        .unwrap());
+    assert!(!store.abandon_idempotent(KEY, &t).await.unwrap());
+    assert_eq!(begin(&store, KEY, "fp", 1_003).await, IdempotencyStart::InFlight);
+}
+
+async fn idempotency_expired_key_is_new_and_the_old_holder_loses_it(store: Store) {
+    let t = token(begin(&store, KEY, "fp", 1_000).await);
+    assert!(store
+        .complete_idempotent(KEY, &t, &response(200, "{}"))
+        .await
+        .unwrap());
+    // Live until the lifetime has passed since the first use.
+    assert!(matches!(
+        begin(&store, KEY, "fp", 1_000 + LIFETIME - 1).await,
+        IdempotencyStart::Completed(_)
+    ));
+    assert_eq!(
+        begin(&store, KEY, "other", 1_000 + LIFETIME - 1).await,
+        IdempotencyStart::KeyReused
+    );
+    // Expired: new, whatever the fingerprint; its window starts again.
+    let now = 1_000 + LIFETIME;
+    let t2 = token(begin(&store, KEY, "other", now).await);
+    assert_eq!(
+        begin(&store, KEY, "other", now + 1).await,
+        IdempotencyStart::InFlight
+    );
+    assert_eq!(
+        begin(&store, KEY, "fp", now + 1).await,
+        IdempotencyStart::KeyReused
+    );
+    // A pending reservation that expires is taken over too; its holder then loses it.
+    let later = now + LIFETIME;
+    let t3 = token(begin(&store, KEY, "third", later).await);
+    assert!(!store
+        .complete_idempotent(KEY, &t2, &response(200, "{}"))
+        .await
+        .unwrap());
+    assert!(!store.abandon_idempotent(KEY, &t2).await.unwrap());
+    assert!(store
+        .complete_idempotent(KEY, &t3, &response(201, "{}"))
+        .await
+        .unwrap());
+    assert_eq!(
+        begin(&store, KEY, "third", later + 1).await,
+        IdempotencyStart::Completed(response(201, "{}"))
+    );
+}
+
+async fn idempotency_stale_reservation_is_taken_over_after_the_lease(store: Store) {
+    let t = token(begin(&store, KEY, "fp", 1_000).await);
+    assert_eq!(
+        begin(&store, KEY, "fp", 1_000 + LEASE - 1).await,
+        IdempotencyStart::InFlight
+    );
+    // A different request never takes over, not even a stale reservation.
+    assert_eq!(
+        begin(&store, KEY, "other", 1_000 + LEASE).await,
+        IdempotencyStart::KeyReused
+    );
+    let t2 = token(begin(&store, KEY, "fp", 1_000 + LEASE).await);
+    assert_ne!(t, t2);
+    assert!(!store
+        .complete_idempotent(KEY, &t, &response(200, "old"))
+        .await
+        .unwrap());
+    assert!(store
+        .complete_idempotent(KEY, &t2, &response(200, "new"))
+        .await
+        .unwrap());
+    // The takeover kept the first use: the key still expires LIFETIME after 1_000.
+    assert!(matches!(
+        begin(&store, KEY, "fp", 1_000 + LIFETIME - 1).await,
+        IdempotencyStart::Completed(_)
+    ));
+    assert!(matches!(
+        begin(&store, KEY, "other", 1_000 + LIFETIME).await,
+        IdempotencyStart::Started { .. }
+    ));
+}
+
+async fn idempotency_purge_removes_only_old_keys(store: Store) {
+    let keys = [
+        "017f22e2-79b0-7cc3-98c4-000000000001",
+        "017f22e2-79b0-7cc3-98c4-000000000002",
+        "017f22e2-79b0-7cc3-98c4-000000000003",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let now = 1_000 * (i as i64 + 1);
+        let t = token(begin(&store, key, "fp", now).await);
+        if i != 1 {
+            assert!(store
+                .complete_idempotent(key, &t, &response(200, "{}"))
+                .await
+                .unwrap());
+        }
+    }
+    // Keys first used before 2_500: the first (completed) and the second (pending).
+    assert_eq!(store.purge_idempotency_keys(2_500).await.unwrap(), 2);
+    assert_eq!(store.purge_idempotency_keys(2_500).await.unwrap(), 0);
+    assert!(matches!(
+        begin(&store, keys[0], "other", 4_000).await,
+        IdempotencyStart::Started { .. }
+    ));
+    assert!(matches!(
+        begin(&store, keys[1], "other", 4_000).await,
+        IdempotencyStart::Started { .. }
+    ));
+    assert!(matches!(
+        begin(&store, keys[2], "fp", 4_000).await,
+        IdempotencyStart::Completed(_)
+    ));
+}
+
+// ---- metrics reports -------------------------------------------------------------------------
+
+fn report(catalog_id: &str, namespace: &[&str], table: &str, n: i64) -> MetricsReport {
+    MetricsReport {
+        catalog_id: catalog_id.to_owned(),
+        namespace: ns(namespace),
+        table: table.to_owned(),
+        report_type: if n % 2 == 0 {
+            "scan-report".into()
+        } else {
+            "commit-report".into()
+        },
+        report: serde_json::json!({"table-name": table, "snapshot-id": n, "metrics": {}}),
+        received_ms: 1_000 + n,
+    }
+}
+
+fn query(namespace: Option<&[&str]>, table: Option<&str>, limit: u32) -> MetricsReportQuery {
+    MetricsReportQuery {
+        namespace: namespace.map(ns),
+        table: table.map(str::to_owned),
+        limit,
+    }
+}
+
+fn snapshot_ids(reports: &[MetricsReport]) -> Vec<i64> {
+    reports
+        .iter()
+        .map(|r| r.report["snapshot-id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn metrics_reports_record_list_filter_and_trim(store: Store) {
+    let f = fixture(&store).await;
+    let cat = f.catalog.id.as_str();
+    let changes_before = changes(&store).await.len();
+    store
+        .record_metrics_report(&report(cat, &["db"], "t", 0), 100)
+        .await
+        .unwrap();
+    store
+        .record_metrics_report(&report(cat, &["db"], "u", 1), 100)
+        .await
+        .unwrap();
+    store
+        .record_metrics_report(&report(cat, &["db", "inner"], "t", 2), 100)
+        .await
+        .unwrap();
+    store
+        .record_metrics_report(&report(cat, &["db"], "t", 3), 100)
+        .await
+        .unwrap();
+    store
+        .record_metrics_report(&report("other-catalog", &["db"], "t", 4), 100)
+        .await
+        .unwrap();
+    // Bookkeeping, not catalog state: nothing in the change log.
+    assert_eq!(changes(&store).await.len(), changes_before);
+
+    let all = store
+        .list_metrics_reports(cat, &query(None, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(snapshot_ids(&all), vec![3, 2, 1, 0], "newest first");
+    assert_eq!(all[0], report(cat, &["db"], "t", 3));
+    assert_eq!(all[1].namespace, ns(&["db", "inner"]));
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports(cat, &query(Some(&["db"]), Some("t"), 100))
+                .await
+                .unwrap()
+        ),
+        vec![3, 0]
+    );
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports(cat, &query(Some(&["db"]), None, 100))
+                .await
+                .unwrap()
+        ),
+        vec![3, 1, 0]
+    );
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports(cat, &query(None, Some("t"), 100))
+                .await
+                .unwrap()
+        ),
+        vec![3, 2, 0]
+    );
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports(cat, &query(None, None, 2))
+                .await
+                .unwrap()
+        ),
+        vec![3, 2]
+    );
+    assert!(store
+        .list_metrics_reports("nobody", &query(None, None, 10))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Retention 2: the oldest are trimmed on insert, per catalog only.
+    store
+        .record_metrics_report(&report(cat, &["db"], "t", 5), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports(cat, &query(None, None, 100))
+                .await
+                .unwrap()
+        ),
+        vec![5, 3]
+    );
+    assert_eq!(
+        snapshot_ids(
+            &store
+                .list_metrics_reports("other-catalog", &query(None, None, 100))
+                .await
+                .unwrap()
+        ),
+        vec![4]
+    );
+}
+
+async fn metrics_reports_concurrent_records_keep_the_retention(store: Store) {
+    const WRITERS: i64 = 8;
+    const EACH: i64 = 10;
+    const RETENTION: u64 = 25;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                store
+                    .record_metrics_report(&report("cat", &["db"], "t", w * 100 + i), RETENTION)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let kept = store
+        .list_metrics_reports("cat", &query(None, None, 1000))
+        .await
+        .unwrap();
+    assert_eq!(kept.len() as u64, RETENTION);
+    let unique: BTreeSet<i64> = snapshot_ids(&kept).into_iter().collect();
+    assert_eq!(unique.len() as u64, RETENTION);
+}
+
+async fn metrics_reports_bad_arguments_are_invalid(store: Store) {
+    assert_err!(
+        store
+            .record_metrics_report(&report("cat", &["db"], "t", 0), 0)
+            .await,
+        StoreError::Invalid(_)
+    );
+    assert_err!(
+        store
+            .record_metrics_report(&report("cat", &[], "t", 0), 10)
+            .await,
+        StoreError::Invalid(_)
+    );
+    assert_err!(
+        store
+            .list_metrics_reports("cat", &query(None, None, 0))
+            .await,
+        StoreError::Invalid(_)
+    );
+    assert_err!(
+        store
+            .begin_idempotent(KEY, "fp", 0, 0, LEASE)
+            .await,
+        StoreError::Invalid(_)
+    );
 }
 
 // ---- SQLite only -----------------------------------------------------------------------------

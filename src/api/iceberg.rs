@@ -191,6 +191,7 @@ async fn get_config(State(state): St, q: Params) -> ApiResult<Response> {
         "defaults": {},
         "overrides": overrides,
         "endpoints": ENDPOINTS.iter().chain(super::views::VIEW_ENDPOINTS).collect::<Vec<_>>(),
+        "idempotency-key-lifetime": state.idempotency.lifetime_iso8601(),
     });
     Ok(Json(body).into_response())
 }
@@ -525,7 +526,9 @@ async fn rename_table(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Accepts scan and commit reports; they are validated as JSON objects and logged.
+/// Stores a scan or commit report (the newest `catalog.metrics_reports_retention` per
+/// catalog are kept; the management API lists them). The body must be an object whose
+/// `report-type` is `scan-report` or `commit-report`, about an existing table.
 async fn report_metrics(
     State(state): St,
     p: Result<Path<(String, String, String)>, PathRejection>,
@@ -533,13 +536,43 @@ async fn report_metrics(
 ) -> ApiResult<StatusCode> {
     let (prefix, ns, table) = path(p)?;
     let ns = parse_namespace(&ns)?;
+    let report_type = match report.get("report-type") {
+        Some(serde_json::Value::String(t)) if t == "scan-report" || t == "commit-report" => {
+            t.clone()
+        }
+        Some(other) => {
+            return Err(CatalogError::bad_request(format!(
+                "Invalid report-type {other}: expected \"scan-report\" or \"commit-report\""
+            )))
+        }
+        None => {
+            return Err(CatalogError::bad_request(
+                "Invalid metrics report: missing report-type",
+            ))
+        }
+    };
     let cat = catalog(&state, &prefix).await?;
     if !state.catalog.table_exists(&cat, &ns, &table).await? {
         return Err(CatalogError::NotFound(crate::store::NotFound::Table(
             format!("{}.{table}", ns.join(".")),
         )));
     }
-    tracing::debug!(table = %table, kind = ?report.get("report-type"), "metrics report");
+    tracing::debug!(table = %table, kind = %report_type, "metrics report");
+    if state.metrics_reports_retention > 0 {
+        let record = crate::store::MetricsReport {
+            catalog_id: cat.catalog.id.clone(),
+            namespace: ns,
+            table,
+            report_type,
+            report: serde_json::Value::Object(report),
+            received_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        state
+            .catalog
+            .store()
+            .record_metrics_report(&record, state.metrics_reports_retention)
+            .await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,8 +14,11 @@ use serde::de::DeserializeOwned;
 
 use crate::catalog::CatalogService;
 use crate::error::CatalogError;
+use crate::routing::{self, WriteAuthority};
 
 pub mod iceberg;
+pub mod idempotency;
+pub mod management;
 pub mod views;
 
 /// Shared state of one region's HTTP server.
@@ -26,6 +29,15 @@ pub struct AppState {
     pub storage_properties: HashMap<String, String>,
     /// `storage_properties` as JSON, spliced into loadTable responses.
     pub storage_properties_json: Bytes,
+    /// Where writes go (this region, or forwarded to the primary).
+    pub authority: Arc<dyn WriteAuthority>,
+    /// Client for forwarding writes to the primary region.
+    pub http: reqwest::Client,
+    pub max_body_bytes: usize,
+    /// `Idempotency-Key` lifetime and purge schedule (`catalog.idempotency_key_lifetime_secs`).
+    pub idempotency: idempotency::Idempotency,
+    /// Metrics reports kept per catalog; 0 stores none (`catalog.metrics_reports_retention`).
+    pub metrics_reports_retention: u64,
 }
 
 impl AppState {
@@ -33,27 +45,54 @@ impl AppState {
         catalog: CatalogService,
         region: String,
         storage_properties: HashMap<String, String>,
+        max_body_bytes: usize,
     ) -> AppState {
         let json = serde_json::to_vec(&storage_properties).unwrap_or_else(|_| b"{}".to_vec());
         AppState {
+            authority: catalog.authority().clone(),
             catalog,
             region,
             storage_properties,
             storage_properties_json: Bytes::from(json),
+            http: reqwest::Client::new(),
+            max_body_bytes,
+            idempotency: idempotency::Idempotency::default(),
+            metrics_reports_retention: 10_000,
         }
+    }
+
+    /// Takes the idempotency key lifetime and the metrics report retention from the
+    /// `[catalog]` section (the defaults otherwise).
+    pub fn with_catalog_settings(mut self, catalog: &crate::config::CatalogSection) -> AppState {
+        self.idempotency = idempotency::Idempotency::new(std::time::Duration::from_secs(
+            catalog.idempotency_key_lifetime_secs,
+        ));
+        self.metrics_reports_retention = catalog.metrics_reports_retention;
+        self
     }
 }
 
 /// The region's whole HTTP surface.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .merge(iceberg::router())
         .merge(views::router())
+        .merge(management::router())
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        // Inside the write routing: a forwarded write is deduplicated by the primary.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routing::route_writes,
+        ))
         .with_state(state)
 }
 

@@ -5,7 +5,6 @@
 //! Nothing here knows about HTTP; handlers call these methods and map [`CatalogError`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use iceberg::spec::{SortOrder, TableMetadata, TableMetadataBuilder, UnboundParti
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 
 use crate::error::{CatalogError, Result};
+use crate::routing::WriteAuthority;
 use crate::storage::{ObjectStore, StorageError};
 use crate::store::{
     display_namespace, Catalog, EntityKind, MetadataStore, NotFound, Page, PageRequest,
@@ -74,8 +74,8 @@ pub struct CatalogService {
     tenant_id: String,
     default_catalog: String,
     catalogs: RwLock<HashMap<String, Arc<ResolvedCatalog>>>,
-    /// The region's fencing epoch as last read from the store.
-    epoch: AtomicI64,
+    /// Decides the fencing epoch of local writes and whether a commit may run now.
+    authority: Arc<dyn WriteAuthority>,
 }
 
 /// Checks one identifier part: non-empty, bounded, no separator or control bytes.
@@ -169,23 +169,27 @@ fn storage_err(e: StorageError) -> CatalogError {
 }
 
 impl CatalogService {
-    pub async fn new(
+    pub fn new(
         store: Arc<dyn MetadataStore>,
         objects: ObjectStore,
+        authority: Arc<dyn WriteAuthority>,
         tenant_id: String,
         default_catalog: String,
         cache_entries: u64,
-    ) -> Result<CatalogService> {
-        let epoch = store.current_epoch().await?;
-        Ok(CatalogService {
+    ) -> CatalogService {
+        CatalogService {
             store,
             objects,
             cache: MetadataCache::new(cache_entries),
             tenant_id,
             default_catalog,
             catalogs: RwLock::new(HashMap::new()),
-            epoch: AtomicI64::new(epoch),
-        })
+            authority,
+        }
+    }
+
+    pub fn authority(&self) -> &Arc<dyn WriteAuthority> {
+        &self.authority
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
@@ -202,7 +206,7 @@ impl CatalogService {
 
     fn ctx(&self) -> WriteContext {
         WriteContext {
-            epoch: self.epoch.load(Ordering::Acquire),
+            epoch: self.authority.epoch(),
             actor: "anonymous".into(),
         }
     }
@@ -210,7 +214,7 @@ impl CatalogService {
     /// Maps a store error, refreshing the cached epoch when the store says it moved.
     async fn write_err(&self, e: StoreError) -> CatalogError {
         if let StoreError::StaleEpoch { current, .. } = e {
-            self.epoch.fetch_max(current, Ordering::AcqRel);
+            self.authority.observe_epoch(current);
         }
         e.into()
     }
@@ -469,6 +473,7 @@ impl CatalogService {
         metadata: TableMetadata,
         metadata_location: String,
     ) -> Result<LoadedTable> {
+        self.authority.ensure_can_commit()?;
         let cached = self.write_metadata(&metadata_location, metadata).await?;
         match self
             .store
@@ -675,6 +680,10 @@ impl CatalogService {
     /// the swaps were prepared (files already discarded); the caller retries.
     async fn publish_swaps(&self, staged: Vec<StagedSwap>) -> Result<Option<Vec<LoadedTable>>> {
         let swaps: Vec<PointerSwap> = staged.iter().map(|s| s.swap.clone()).collect();
+        if let Err(e) = self.authority.ensure_can_commit() {
+            self.discard_staged(&staged).await;
+            return Err(e);
+        }
         match self.store.commit_tables(&self.ctx(), &swaps).await {
             Ok(records) => Ok(Some(
                 records

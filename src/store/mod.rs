@@ -4,6 +4,10 @@
 //! One trait, [`MetadataStore`], with one SQL implementation ([`SqlStore`]) that runs on
 //! SQLite (embedded default) and PostgreSQL (production). Every mutation checks the region's
 //! fencing epoch and appends its [`ChangeRecord`] in the same transaction as the mutation.
+//!
+//! Besides catalog state, the store keeps two kinds of region-local bookkeeping that are
+//! neither fenced nor replicated: `Idempotency-Key` reservations with their final responses,
+//! and received metrics reports (bounded per catalog).
 
 use std::collections::HashMap;
 
@@ -185,6 +189,54 @@ pub struct PropertiesUpdate {
     pub missing: Vec<String>,
 }
 
+/// A finalized response kept for an `Idempotency-Key`, replayed verbatim to retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status (2xx or deterministic 4xx: those are the finalized ones).
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// What [`MetadataStore::begin_idempotent`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyStart {
+    /// The key is now reserved (pending) for this caller, who runs the request and then
+    /// calls `complete_idempotent` or `abandon_idempotent` with this `token`.
+    Started { token: String },
+    /// Another caller holds the reservation and has not finished yet.
+    InFlight,
+    /// The request already ran to a final response: replay it.
+    Completed(StoredResponse),
+    /// The key is live but was first used for a different request (other fingerprint).
+    KeyReused,
+}
+
+/// One stored `reportMetrics` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    pub catalog_id: String,
+    pub namespace: Vec<String>,
+    pub table: String,
+    /// `scan-report` or `commit-report`.
+    pub report_type: String,
+    /// The report as the client sent it.
+    pub report: serde_json::Value,
+    pub received_ms: i64,
+}
+
+/// Which stored metrics reports to list (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsReportQuery {
+    /// Only reports on tables of this namespace.
+    pub namespace: Option<Vec<String>>,
+    /// Only reports on tables of this name.
+    pub table: Option<String>,
+    /// At most this many (must be positive).
+    pub limit: u32,
+}
+
 /// The catalog's durable state. Implementations must make every method atomic.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
@@ -322,4 +374,48 @@ pub trait MetadataStore: Send + Sync + 'static {
     // ---- replication outbox --------------------------------------------------------------
     /// Change records with `seq > after`, in order, at most `limit`.
     async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>>;
+
+    // ---- idempotency keys ----------------------------------------------------------------
+    // Region-local request bookkeeping, not catalog state: not fenced, not in the change log.
+
+    /// Looks up `key` and reserves it when it is free, race-free: of concurrent callers with
+    /// a free key exactly one gets `Started`. A key is free when unknown, when first used
+    /// `lifetime_ms` or more before `now_ms` (expired: treated as new, whatever its
+    /// fingerprint), or when it is pending and its reservation is `lease_ms` or more old (the
+    /// holder is presumed dead and the caller takes over). Otherwise: `KeyReused` when
+    /// `fingerprint` differs, else `Completed` or `InFlight`.
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lifetime_ms: i64,
+        lease_ms: i64,
+    ) -> Result<IdempotencyStart>;
+    /// Finalizes the reservation `token` of `key` with its response. False (and nothing
+    /// written) when the reservation was lost meanwhile (expired and taken over, purged).
+    async fn complete_idempotent(
+        &self,
+        key: &str,
+        token: &str,
+        response: &StoredResponse,
+    ) -> Result<bool>;
+    /// Releases the pending reservation `token` of `key` without a final response, so the
+    /// next request with the key runs again. False when it was not (or no longer) held.
+    async fn abandon_idempotent(&self, key: &str, token: &str) -> Result<bool>;
+    /// Deletes every key first used before `older_than_ms`; returns how many.
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64>;
+
+    // ---- metrics reports -----------------------------------------------------------------
+    // Region-local telemetry, not catalog state: not fenced, not in the change log.
+
+    /// Stores a report and trims its catalog's reports to the `retention` newest
+    /// (`retention` must be positive).
+    async fn record_metrics_report(&self, report: &MetricsReport, retention: u64) -> Result<()>;
+    /// The catalog's stored reports matching `query`, newest first.
+    async fn list_metrics_reports(
+        &self,
+        catalog_id: &str,
+        query: &MetricsReportQuery,
+    ) -> Result<Vec<MetricsReport>>;
 }

@@ -40,6 +40,18 @@
 //! # Errors
 //! Unique and foreign-key violations that race past the pre-checks are mapped to
 //! `AlreadyExists` / `NotFound` / `NamespaceNotEmpty`, never surfaced as database errors.
+//!
+//! # Idempotency keys and metrics reports
+//! Region-local bookkeeping (schema `0002`), written without the fence and the change log.
+//! `begin_idempotent` first reads the key on the read pool, so a live key (completed,
+//! in flight, reused) is answered without a write transaction — waiters poll it cheaply.
+//! Only a free key goes on to a write transaction: `INSERT ... ON CONFLICT DO NOTHING` on
+//! the primary key reserves it; when the insert conflicts, the row is read (PostgreSQL:
+//! `FOR UPDATE`, after the insert waited for any transaction holding it) and re-judged, and
+//! an expired or abandoned-by-lease row is taken over by an `UPDATE` on that locked row. So
+//! of concurrent callers exactly one gets `Started`. A metrics report is numbered per
+//! catalog by an upsert of its counter row (which serializes one catalog's reports on
+//! PostgreSQL), and trimming to the retention is one index range delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -50,9 +62,10 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
-    display_namespace, Catalog, ChangeRecord, EntityKind, MetadataStore, NamespaceRecord, NotFound,
-    Page, PageRequest, PointerSwap, PropertiesUpdate, Result, StoreError, TableRecord, Tenant,
-    Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+    display_namespace, Catalog, ChangeRecord, EntityKind, IdempotencyStart, MetadataStore,
+    MetricsReport, MetricsReportQuery, NamespaceRecord, NotFound, Page, PageRequest, PointerSwap,
+    PropertiesUpdate, Result, StoreError, StoredResponse, TableRecord, Tenant, Warehouse,
+    WriteContext, NAMESPACE_SEPARATOR,
 };
 
 /// Read connections of an SQLite store.
@@ -416,6 +429,94 @@ fn entity_exists(wanted: EntityKind, existing: EntityKind, ident: &str) -> Store
 
 fn is_violation(err: &sqlx::Error, kind: ErrorKind) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == kind)
+}
+
+/// The columns [`IdempotencyRow::from_row`] reads.
+macro_rules! idempotency_columns {
+    () => {
+        "fingerprint, state, created_ms, reserved_ms, status, content_type, etag, body"
+    };
+}
+
+/// A stored idempotency key.
+struct IdempotencyRow {
+    fingerprint: String,
+    created_ms: i64,
+    reserved_ms: i64,
+    /// Set once the key is completed; None while pending.
+    response: Option<StoredResponse>,
+}
+
+impl IdempotencyRow {
+    fn from_row(row: &AnyRow) -> Result<IdempotencyRow> {
+        let state: String = row.try_get("state")?;
+        let completed = match state.as_str() {
+            "completed" => true,
+            "pending" => false,
+            other => return Err(decode_error(format!("unknown idempotency state {other:?}"))),
+        };
+        let response = if completed {
+            let status: Option<i64> = row.try_get("status")?;
+            let status = status
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| decode_error("completed idempotency key without a valid status"))?;
+            let body: Option<Vec<u8>> = row.try_get("body")?;
+            Some(StoredResponse {
+                status,
+                content_type: row.try_get("content_type")?,
+                etag: row.try_get("etag")?,
+                body: body.unwrap_or_default(),
+            })
+        } else {
+            None
+        };
+        Ok(IdempotencyRow {
+            fingerprint: row.try_get("fingerprint")?,
+            created_ms: row.try_get("created_ms")?,
+            reserved_ms: row.try_get("reserved_ms")?,
+            response,
+        })
+    }
+
+    /// The answer for a live key; None when the key is free for the caller: expired (older
+    /// than the lifetime), or pending under a reservation older than the lease.
+    fn judge(
+        self,
+        fingerprint: &str,
+        now_ms: i64,
+        lifetime_ms: i64,
+        lease_ms: i64,
+    ) -> Option<IdempotencyStart> {
+        if self.expired(now_ms, lifetime_ms) {
+            return None;
+        }
+        if self.fingerprint != fingerprint {
+            return Some(IdempotencyStart::KeyReused);
+        }
+        match self.response {
+            Some(response) => Some(IdempotencyStart::Completed(response)),
+            None if now_ms.saturating_sub(self.reserved_ms) >= lease_ms => None,
+            None => Some(IdempotencyStart::InFlight),
+        }
+    }
+
+    fn expired(&self, now_ms: i64, lifetime_ms: i64) -> bool {
+        now_ms.saturating_sub(self.created_ms) >= lifetime_ms
+    }
+}
+
+fn metrics_report_from_row(catalog_id: &str, row: &AnyRow) -> Result<MetricsReport> {
+    let namespace: String = row.try_get("namespace")?;
+    let report: String = row.try_get("report")?;
+    Ok(MetricsReport {
+        catalog_id: catalog_id.to_owned(),
+        namespace: split_namespace(&namespace),
+        table: row.try_get("table_name")?,
+        report_type: row.try_get("report_type")?,
+        report: serde_json::from_str(&report)
+            .map_err(|e| decode_error(format!("bad metrics report JSON: {e}")))?,
+        received_ms: row.try_get("received_ms")?,
+    })
 }
 
 /// Maps a unique violation to `AlreadyExists(message())`, other errors to `Database`.
@@ -1377,6 +1478,237 @@ impl MetadataStore for SqlStore {
                     created_ms: row.try_get("created_ms")?,
                 })
             })
+            .collect()
+    }
+
+    // ---- idempotency keys ----------------------------------------------------------------
+
+    async fn begin_idempotent(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        lifetime_ms: i64,
+        lease_ms: i64,
+    ) -> Result<IdempotencyStart> {
+        if key.is_empty() || lifetime_ms <= 0 || lease_ms <= 0 {
+            return Err(StoreError::Invalid(
+                "an idempotency key needs a name, a positive lifetime and a positive lease".into(),
+            ));
+        }
+        let select = concat!(
+            "SELECT ",
+            idempotency_columns!(),
+            " FROM idempotency_keys WHERE idempotency_key = $1"
+        );
+        // Fast path: a live key is answered from the read pool.
+        let row = sqlx::query(select)
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+        if let Some(row) = row {
+            let found = IdempotencyRow::from_row(&row)?;
+            if let Some(answer) = found.judge(fingerprint, now_ms, lifetime_ms, lease_ms) {
+                return Ok(answer);
+            }
+        }
+        let token = new_id();
+        let mut tx = self.begin().await?;
+        // A concurrent purge may delete the conflicting row between the insert and the
+        // read (PostgreSQL): then insert again.
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, token, state, \
+                 created_ms, reserved_ms) VALUES ($1, $2, $3, 'pending', $4, $4) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(fingerprint)
+            .bind(token.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                tx.commit().await?;
+                return Ok(IdempotencyStart::Started { token });
+            }
+            let row = sqlx::query(locked!(
+                self.backend,
+                concat!(
+                    "SELECT ",
+                    idempotency_columns!(),
+                    " FROM idempotency_keys WHERE idempotency_key = $1"
+                ),
+                "FOR UPDATE"
+            ))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { continue };
+            let found = IdempotencyRow::from_row(&row)?;
+            // Expired: a new first use. Lease over: the same use, taken over.
+            let created_ms = if found.expired(now_ms, lifetime_ms) {
+                now_ms
+            } else {
+                found.created_ms
+            };
+            if let Some(answer) = found.judge(fingerprint, now_ms, lifetime_ms, lease_ms) {
+                return Ok(answer);
+            }
+            sqlx::query(
+                "UPDATE idempotency_keys SET fingerprint = $1, token = $2, state = 'pending', \
+                 created_ms = $3, reserved_ms = $4, status = NULL, content_type = NULL, \
+                 etag = NULL, body = NULL WHERE idempotency_key = $5",
+            )
+            .bind(fingerprint)
+            .bind(token.as_str())
+            .bind(created_ms)
+            .bind(now_ms)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(IdempotencyStart::Started { token });
+        }
+        Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "idempotency key {key} kept vanishing while being reserved"
+        ))))
+    }
+
+    async fn complete_idempotent(
+        &self,
+        key: &str,
+        token: &str,
+        response: &StoredResponse,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', status = $1, content_type = $2, \
+             etag = $3, body = $4 \
+             WHERE idempotency_key = $5 AND token = $6 AND state = 'pending'",
+        )
+        .bind(i64::from(response.status))
+        .bind(response.content_type.as_deref())
+        .bind(response.etag.as_deref())
+        .bind(response.body.as_slice())
+        .bind(key)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    async fn abandon_idempotent(&self, key: &str, token: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE idempotency_key = $1 AND token = $2 AND state = 'pending'",
+        )
+        .bind(key)
+        .bind(token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE created_ms < $1")
+            .bind(older_than_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    // ---- metrics reports -----------------------------------------------------------------
+
+    async fn record_metrics_report(&self, report: &MetricsReport, retention: u64) -> Result<()> {
+        if retention == 0 {
+            return Err(StoreError::Invalid(
+                "metrics report retention must be positive".into(),
+            ));
+        }
+        let retention = i64::try_from(retention).unwrap_or(i64::MAX);
+        let joined = join_namespace(&report.namespace)?;
+        check_name("table", &report.table)?;
+        let json = serde_json::to_string(&report.report)
+            .map_err(|e| StoreError::Invalid(format!("report is not serializable: {e}")))?;
+        let mut tx = self.begin().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO metrics_report_seq (catalog_id, last_seq) VALUES ($1, 1) \
+             ON CONFLICT (catalog_id) DO UPDATE SET last_seq = metrics_report_seq.last_seq + 1 \
+             RETURNING last_seq",
+        )
+        .bind(report.catalog_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO metrics_reports (catalog_id, seq, namespace, table_name, report_type, \
+             report, received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(report.catalog_id.as_str())
+        .bind(seq)
+        .bind(joined)
+        .bind(report.table.as_str())
+        .bind(report.report_type.as_str())
+        .bind(json)
+        .bind(report.received_ms)
+        .execute(&mut *tx)
+        .await?;
+        if seq > retention {
+            sqlx::query("DELETE FROM metrics_reports WHERE catalog_id = $1 AND seq <= $2")
+                .bind(report.catalog_id.as_str())
+                .bind(seq - retention)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_metrics_reports(
+        &self,
+        catalog_id: &str,
+        query: &MetricsReportQuery,
+    ) -> Result<Vec<MetricsReport>> {
+        if query.limit == 0 {
+            return Err(StoreError::Invalid("limit must be positive".into()));
+        }
+        let namespace = query.namespace.as_deref().map(join_namespace).transpose()?;
+        let mut sql = String::from(
+            "SELECT namespace, table_name, report_type, report, received_ms \
+             FROM metrics_reports WHERE catalog_id = $1",
+        );
+        let mut next = 2;
+        if namespace.is_some() {
+            sql.push_str(&format!(" AND namespace = ${next}"));
+            next += 1;
+        }
+        if query.table.is_some() {
+            sql.push_str(&format!(" AND table_name = ${next}"));
+            next += 1;
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${next}"));
+        let mut select = sqlx::query(&sql).bind(catalog_id);
+        if let Some(namespace) = namespace {
+            select = select.bind(namespace);
+        }
+        if let Some(table) = &query.table {
+            select = select.bind(table.as_str());
+        }
+        let rows = select
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| metrics_report_from_row(catalog_id, row))
             .collect()
     }
 }

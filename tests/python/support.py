@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.table import Table
 
 CATALOG_URI = os.environ.get("PANGOLIN_URI", "http://127.0.0.1:8181").rstrip("/")
 S3_ENDPOINT = os.environ.get("PANGOLIN_S3", "http://127.0.0.1:9000").rstrip("/")
@@ -70,3 +71,12 @@ def wait_until_empty(s3: pafs.S3FileSystem, location: str, timeout_s: float = 15
         time.sleep(0.25)
         remaining = list_objects(s3, location)
     return remaining
+
+
+def snapshot_ids(table: Table) -> list[int]:
+    """Snapshot ids in commit order (by sequence number).
+
+    The spec does not order the metadata's ``snapshots`` list; ``snapshot-log`` (history) is
+    the ordered record and is checked separately.
+    """
+    return [s.snapshot_id for s in sorted(table.snapshots(), key=lambda s: s.sequence_number)]

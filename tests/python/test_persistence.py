@@ -40,7 +40,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError
 from pyiceberg.schema import Schema
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType
 
-from support import list_objects
+from support import list_objects, snapshot_ids
 
 PHASE = os.environ.get("PANGOLIN_PHASE", "").strip().lower()
 if PHASE not in ("", "write", "verify"):
@@ -106,7 +106,7 @@ def test_write_phase(catalog: RestCatalog) -> None:
 
     table = catalog.load_table(TABLE)
     assert _rows(table.scan().to_arrow()) == ALL_ROWS
-    snapshots = [s.snapshot_id for s in table.snapshots()]
+    snapshots = snapshot_ids(table)
     assert len(snapshots) == 3
     state = {
         "table_uuid": str(table.metadata.table_uuid),
@@ -144,7 +144,7 @@ def test_verify_phase(catalog: RestCatalog, s3) -> None:
         assert table.properties.get(key) == value, table.properties
     assert table.schema().schema_id == state["current_schema_id"]
     assert [f.name for f in table.schema().fields] == ["id", "name", "score"]
-    assert [s.snapshot_id for s in table.snapshots()] == state["snapshot_ids"]
+    assert snapshot_ids(table) == state["snapshot_ids"]
     assert table.current_snapshot().snapshot_id == state["snapshot_ids"][-1]
     assert [[h.snapshot_id, h.timestamp_ms] for h in table.history()] == state["history"]
 

@@ -23,7 +23,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.schema import Schema
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType
 
-from support import WAREHOUSE, list_objects, wait_until_empty
+from support import WAREHOUSE, list_objects, snapshot_ids, wait_until_empty
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_table_lifecycle_append_evolve_time_travel_rename_purge(
 
     loaded = catalog.load_table(identifier)
     assert loaded.metadata_location == table.metadata_location
-    assert [s.snapshot_id for s in loaded.snapshots()] == [first_snapshot_id, second_snapshot_id]
+    assert snapshot_ids(loaded) == [first_snapshot_id, second_snapshot_id]
     assert [h.snapshot_id for h in loaded.history()] == [first_snapshot_id, second_snapshot_id]
     assert rows_of(loaded.scan().to_arrow()) == sorted(FIRST_ROWS + SECOND_ROWS, key=lambda r: r["id"])
 
@@ -115,7 +115,7 @@ def test_table_lifecycle_append_evolve_time_travel_rename_purge(
         [{**row, "score": None} for row in FIRST_ROWS + SECOND_ROWS] + THIRD_ROWS, key=lambda r: r["id"]
     )
     assert rows_of(reread.scan().to_arrow()) == expected_all
-    assert [s.snapshot_id for s in reread.snapshots()] == [first_snapshot_id, second_snapshot_id, third_snapshot_id]
+    assert snapshot_ids(reread) == [first_snapshot_id, second_snapshot_id, third_snapshot_id]
 
     # Time travel to the first append: exactly its rows, in the schema of that snapshot.
     first_view = reread.scan(snapshot_id=first_snapshot_id).to_arrow()
@@ -138,7 +138,7 @@ def test_table_lifecycle_append_evolve_time_travel_rename_purge(
     assert renamed.metadata.table_uuid == reread.metadata.table_uuid
     assert renamed.metadata_location == reread.metadata_location
     assert renamed.location() == location
-    assert [s.snapshot_id for s in renamed.snapshots()] == [first_snapshot_id, second_snapshot_id, third_snapshot_id]
+    assert snapshot_ids(renamed) == [first_snapshot_id, second_snapshot_id, third_snapshot_id]
     assert rows_of(renamed.scan().to_arrow()) == expected_all
 
     # The table's files are really in the bucket: metadata JSONs, manifest lists, manifests, data.

@@ -1,7 +1,10 @@
-//! Pangolin's embedded S3-compatible endpoint for the embedded default: s3s over a local
-//! directory (one folder per bucket), SigV4 checked against the region's static credentials.
-//! Objects are written to a temporary file and renamed into place, so a reader never sees a
-//! half-written object.
+//! Pangolin's embedded S3-compatible endpoint for the embedded default: the S3 protocol
+//! (s3s, SigV4 checked against the region's static credentials) over a local directory.
+//!
+//! Buckets are folders of the root and objects plain files at `<root>/<bucket>/<key>`, key
+//! segments being folders, so keys are limited only by S3's 1024 bytes and the filesystem's
+//! 255 bytes per segment. Objects are written to a temporary file, fsynced and renamed into
+//! place, so a reader never sees a half-written object. See [`store`] for the layout.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +16,10 @@ use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod list;
+mod s3;
+mod store;
+
 /// Binds `listen` and serves the directory `root` until `shutdown` fires.
 /// Returns the bound address (useful with port 0) and the serving task.
 pub async fn start(
@@ -22,11 +29,14 @@ pub async fn start(
     secret_key: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    std::fs::create_dir_all(root)?;
-    let fs = s3s_fs::FileSystem::new(root)
-        .map_err(|e| anyhow::anyhow!("embedded S3 at {}: {e:?}", root.display()))?;
+    let store = {
+        let dir = root.to_path_buf();
+        tokio::task::spawn_blocking(move || store::Store::open(&dir))
+            .await?
+            .map_err(|e| anyhow::anyhow!("embedded S3 at {}: {e}", root.display()))?
+    };
     let service = {
-        let mut b = S3ServiceBuilder::new(fs);
+        let mut b = S3ServiceBuilder::new(s3::Backend::new(store));
         b.set_auth(SimpleAuth::from_single(access_key, secret_key));
         b.build()
     };
