@@ -193,6 +193,41 @@ pub struct RegionPeer {
     pub path_style: bool,
 }
 
+impl RegionPeer {
+    /// The S3 settings a client of this region gets.
+    pub fn vended_storage_properties(&self) -> HashMap<String, String> {
+        vended_storage(
+            self.s3_endpoint.as_deref().unwrap_or(""),
+            &self.s3_region,
+            self.path_style,
+            self.access_key_id
+                .as_deref()
+                .zip(self.secret_access_key.as_deref()),
+        )
+    }
+}
+
+/// `s3.*` client properties of one region's storage.
+fn vended_storage(
+    endpoint: &str,
+    region: &str,
+    path_style: bool,
+    credentials: Option<(&str, &str)>,
+) -> HashMap<String, String> {
+    let mut p = HashMap::new();
+    if !endpoint.is_empty() {
+        p.insert("s3.endpoint".into(), endpoint.to_string());
+    }
+    p.insert("s3.region".into(), region.to_string());
+    p.insert("client.region".into(), region.to_string());
+    p.insert("s3.path-style-access".into(), path_style.to_string());
+    if let Some((key, secret)) = credentials {
+        p.insert("s3.access-key-id".into(), key.to_string());
+        p.insert("s3.secret-access-key".into(), secret.to_string());
+    }
+    p
+}
+
 /// What a fresh region creates at first start.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +259,138 @@ fn default_name() -> String {
 
 fn default_catalog() -> String {
     "demo".into()
+}
+
+/// Applies `PANGOLIN_*` overrides to a parsed TOML file.
+fn read_table(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    let mut value: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    for (key, val) in env {
+        let Some(path) = key.strip_prefix("PANGOLIN_") else {
+            continue;
+        };
+        // Only keys of this file; other PANGOLIN_* variables belong to other tools.
+        let first = path.split("__").next().unwrap_or("").to_ascii_lowercase();
+        if !CONFIG_ROOTS.contains(&first.as_str()) {
+            continue;
+        }
+        set_path(&mut value, path, &val)
+            .map_err(|e| ConfigError(format!("environment {key}: {e}")))?;
+    }
+    Ok(value)
+}
+
+/// A control-plane voter without a catalog (the witness).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoterConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub region: RegionSection,
+    pub control: ControlSection,
+}
+
+/// What `pangolin serve --config FILE` runs: a catalog node (with or without a voter), or a
+/// voter alone (a file without `[catalog]`).
+#[derive(Debug, Clone)]
+pub enum NodeConfig {
+    Catalog(Box<Config>),
+    Voter(VoterConfig),
+}
+
+impl NodeConfig {
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {origin}: {e}")))?;
+        let table = read_table(&text, &origin, env)?;
+        if table.contains_key("catalog") {
+            return Ok(NodeConfig::Catalog(Box::new(Config::from_table(
+                table, &origin,
+            )?)));
+        }
+        let mut voter: VoterConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let dir = voter.data_dir.display().to_string();
+        voter.control.expand_data_dir(&dir);
+        voter.control.validate()?;
+        if voter.control.voter_id.is_none() {
+            return Err(ConfigError(
+                "`control.voter_id`: a file without [catalog] runs a voter and needs its id".into(),
+            ));
+        }
+        Ok(NodeConfig::Voter(voter))
+    }
+}
+
+impl ControlSection {
+    fn expand_data_dir(&mut self, dir: &str) {
+        if let Some(d) = &mut self.raft_dir {
+            *d = PathBuf::from(d.display().to_string().replace("{data_dir}", dir));
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        if self.voters.is_empty() {
+            return bad("control.voters", "must list the voters");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for v in &self.voters {
+            if !ids.insert(v.id) {
+                return bad(
+                    "control.voters",
+                    &format!("voter id {} is listed twice", v.id),
+                );
+            }
+            if v.address.parse::<SocketAddr>().is_err() && !v.address.contains(':') {
+                return bad("control.voters.address", "must be host:port");
+            }
+        }
+        if let Some(id) = self.voter_id {
+            if !ids.contains(&id) {
+                return bad("control.voter_id", "must be one of control.voters");
+            }
+            match &self.listen {
+                Some(l) if l.parse::<SocketAddr>().is_ok() => {}
+                _ => {
+                    return bad(
+                        "control.listen",
+                        "a voter needs an address like 127.0.0.1:8190",
+                    )
+                }
+            }
+            if self.raft_dir.is_none() {
+                return bad(
+                    "control.raft_dir",
+                    "a voter needs a folder for its Raft log",
+                );
+            }
+        }
+        if self.initial_primary.is_empty() {
+            return bad("control.initial_primary", "must name a region");
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return bad(
+                "control.election_timeout_min_ms",
+                "need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms",
+            );
+        }
+        if self.lease_ms < self.heartbeat_ms * 3 {
+            return bad("control.lease_ms", "must be at least 3 heartbeats");
+        }
+        Ok(())
+    }
 }
 
 /// Top-level keys that `PANGOLIN_<KEY>` environment variables may override.
@@ -264,20 +431,11 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
-        for (key, val) in env {
-            let Some(path) = key.strip_prefix("PANGOLIN_") else {
-                continue;
-            };
-            // Only keys of this file; other PANGOLIN_* variables belong to other tools.
-            let first = path.split("__").next().unwrap_or("").to_ascii_lowercase();
-            if !CONFIG_ROOTS.contains(&first.as_str()) {
-                continue;
-            }
-            set_path(&mut value, path, &val)
-                .map_err(|e| ConfigError(format!("environment {key}: {e}")))?;
-        }
+        let value = read_table(text, origin, env)?;
+        Self::from_table(value, origin)
+    }
+
+    fn from_table(value: toml::Table, origin: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
@@ -294,9 +452,7 @@ impl Config {
             e.root = PathBuf::from(sub(&e.root.display().to_string()));
         }
         if let Some(c) = &mut self.control {
-            if let Some(d) = &mut c.raft_dir {
-                *d = PathBuf::from(sub(&d.display().to_string()));
-            }
+            c.expand_data_dir(&dir);
         }
     }
 
@@ -347,26 +503,35 @@ impl Config {
         if !self.bootstrap.catalog.is_empty() && self.bootstrap.bucket.is_empty() {
             return bad("bootstrap.bucket", "must not be empty");
         }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.regions {
+            if !names.insert(r.name.as_str()) {
+                return bad("regions", &format!("region {} is listed twice", r.name));
+            }
+        }
+        if let Some(c) = &self.control {
+            c.validate()?;
+            if !self.regions.is_empty() && !names.contains(c.initial_primary.as_str()) {
+                return bad("control.initial_primary", "must be one of [[regions]]");
+            }
+            if !names.contains(self.region.name.as_str()) {
+                return bad("regions", "must list this node's own region");
+            }
+        }
         Ok(())
     }
 
     /// The S3 settings vended to clients in `/v1/config` and table `config`.
     pub fn vended_storage_properties(&self, endpoint: &str) -> HashMap<String, String> {
-        let mut p = HashMap::new();
-        if !endpoint.is_empty() {
-            p.insert("s3.endpoint".into(), endpoint.to_string());
-        }
-        p.insert("s3.region".into(), self.storage.region.clone());
-        p.insert("client.region".into(), self.storage.region.clone());
-        p.insert(
-            "s3.path-style-access".into(),
-            self.storage.path_style.to_string(),
-        );
-        if let (Some(k), Some(s)) = (&self.storage.access_key_id, &self.storage.secret_access_key) {
-            p.insert("s3.access-key-id".into(), k.clone());
-            p.insert("s3.secret-access-key".into(), s.clone());
-        }
-        p
+        vended_storage(
+            endpoint,
+            &self.storage.region,
+            self.storage.path_style,
+            self.storage
+                .access_key_id
+                .as_deref()
+                .zip(self.storage.secret_access_key.as_deref()),
+        )
     }
 }
 
@@ -443,7 +608,10 @@ mod tests {
             "0".to_string(),
         )];
         let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
-        assert!(err.contains("catalog.idempotency_key_lifetime_secs"), "{err}");
+        assert!(
+            err.contains("catalog.idempotency_key_lifetime_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use pangolin::config::NodeConfig;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -38,7 +39,7 @@ enum Command {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANGOLIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if std::env::var("PANGOLIN_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -53,12 +54,21 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let env = std::env::vars().filter(|(k, _)| k.starts_with("PANGOLIN_"));
-            let config = pangolin::config::Config::load(&config, env)?;
             let shutdown = CancellationToken::new();
-            let node = pangolin::server::start(&config, shutdown.clone()).await?;
-            pangolin::dev::wait_for_signal().await;
-            shutdown.cancel();
-            node.wait().await;
+            match NodeConfig::load(&config, env)? {
+                NodeConfig::Catalog(config) => {
+                    let node = pangolin::server::start(&config, shutdown.clone()).await?;
+                    pangolin::dev::wait_for_signal().await;
+                    shutdown.cancel();
+                    node.wait().await;
+                }
+                NodeConfig::Voter(config) => {
+                    let voter = pangolin::server::start_voter(&config, shutdown.clone()).await?;
+                    pangolin::dev::wait_for_signal().await;
+                    shutdown.cancel();
+                    voter.shutdown().await;
+                }
+            }
             Ok(())
         }
         Command::Dev { data_dir, fresh } => pangolin::dev::run(data_dir, fresh).await,

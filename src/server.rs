@@ -12,12 +12,17 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::catalog::CatalogService;
 use crate::config::Config;
-use crate::routing::Standalone;
+use crate::config::VoterConfig;
+use crate::control::{ControlClient, ControlPlane, WriteLease, WriteLeaseConfig};
+use crate::routing::lease::LeaseAuthority;
+use crate::routing::{Standalone, WriteAuthority};
 use crate::storage::{embedded, ObjectStore, S3Settings};
 use crate::store::{MetadataStore, SqlStore, WriteContext};
 
 /// A running region node.
 pub struct RunningRegion {
+    /// This node's control-plane voter, when it runs one.
+    pub voter: Option<ControlPlane>,
     pub catalog_addr: SocketAddr,
     /// Address of the embedded S3 endpoint, when this node runs one.
     pub s3_addr: Option<SocketAddr>,
@@ -38,6 +43,9 @@ impl RunningRegion {
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(v) = self.voter {
+            v.shutdown().await;
         }
     }
 }
@@ -134,7 +142,59 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     );
     let tenant_id = bootstrap(store.as_ref(), &objects, config).await?;
 
-    let authority = Arc::new(Standalone::new(store.current_epoch().await?));
+    let mut voter = None;
+    let mut control_client = None;
+    let authority: Arc<dyn WriteAuthority> = match &config.control {
+        None => Arc::new(Standalone::new(store.current_epoch().await?)),
+        Some(section) => {
+            if section.voter_id.is_some() {
+                voter = Some(ControlPlane::start(section, shutdown.clone()).await?);
+            }
+            let client = ControlClient::from_section(section)?;
+            control_client = Some(client.clone());
+            let holder = format!("{}/{}", config.region.name, std::process::id());
+            let lease = WriteLease::spawn(
+                client,
+                WriteLeaseConfig::new(config.region.name.clone(), holder, section.lease_ms),
+                &shutdown,
+            );
+            let urls = config
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.catalog_url.clone()))
+                .collect();
+            Arc::new(
+                LeaseAuthority::start(
+                    config.region.name.clone(),
+                    lease,
+                    urls,
+                    store.clone(),
+                    shutdown.clone(),
+                )
+                .await?,
+            )
+        }
+    };
+    let mut peers = HashMap::new();
+    let mut region_storage_json = HashMap::new();
+    for peer in config
+        .regions
+        .iter()
+        .filter(|r| r.name != config.region.name)
+    {
+        let settings = S3Settings {
+            endpoint: peer.s3_endpoint.clone(),
+            region: peer.s3_region.clone(),
+            credentials: peer
+                .access_key_id
+                .clone()
+                .zip(peer.secret_access_key.clone()),
+            path_style: peer.path_style,
+        };
+        peers.insert(peer.name.clone(), ObjectStore::connect(&settings).await);
+        let vended = serde_json::to_vec(&peer.vended_storage_properties())?;
+        region_storage_json.insert(peer.name.clone(), bytes::Bytes::from(vended));
+    }
     let catalog = CatalogService::new(
         store,
         objects,
@@ -142,17 +202,19 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         tenant_id,
         config.bootstrap.catalog.clone(),
         config.catalog.metadata_cache_entries,
-    );
+    )
+    .with_peers(peers);
     let vended = config.vended_storage_properties(endpoint.as_deref().unwrap_or(""));
-    let state = Arc::new(
-        AppState::new(
-            catalog,
-            config.region.name.clone(),
-            vended,
-            config.catalog.max_body_bytes,
-        )
-        .with_catalog_settings(&config.catalog),
-    );
+    let mut state = AppState::new(
+        catalog,
+        config.region.name.clone(),
+        vended,
+        config.catalog.max_body_bytes,
+    )
+    .with_catalog_settings(&config.catalog);
+    state.control = control_client;
+    state.region_storage_json = region_storage_json;
+    let state = Arc::new(state);
     let app = api::router(state);
 
     let listener = TcpListener::bind(&config.catalog.listen)
@@ -170,10 +232,21 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     }));
     tracing::info!(region = %config.region.name, %catalog_addr, "catalog listening");
     Ok(RunningRegion {
+        voter,
         catalog_addr,
         s3_addr,
         s3_endpoint: endpoint.unwrap_or_default(),
         shutdown,
         tasks,
     })
+}
+
+/// Starts a voter without a catalog (the witness). It stops when `shutdown` fires.
+pub async fn start_voter(
+    config: &VoterConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ControlPlane> {
+    let voter = ControlPlane::start(&config.control, shutdown).await?;
+    tracing::info!(region = %config.region.name, "control-plane voter running");
+    Ok(voter)
 }

@@ -3,7 +3,6 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::dev::DEV_REGION_TOML;
 use crate::server::{self, RunningRegion};
 
 /// A region node running inside the test process.
@@ -51,7 +50,7 @@ impl TestRegion {
             ),
         ];
         env.extend(overrides);
-        let config = Config::parse(DEV_REGION_TOML, "test region", env)?;
+        let config = crate::dev::standalone_config(env)?;
         let region = server::start(&config, CancellationToken::new()).await?;
         Ok(TestRegion {
             catalog_url: format!("http://{}", region.catalog_addr),

@@ -1801,7 +1801,10 @@ fn token(start: IdempotencyStart) -> String {
 
 async fn idempotency_begin_complete_and_replay(store: Store) {
     let t = token(begin(&store, KEY, "fp", 1_000).await);
-    assert_eq!(begin(&store, KEY, "fp", 1_001).await, IdempotencyStart::InFlight);
+    assert_eq!(
+        begin(&store, KEY, "fp", 1_001).await,
+        IdempotencyStart::InFlight
+    );
     assert_eq!(
         begin(&store, KEY, "other", 1_002).await,
         IdempotencyStart::KeyReused
@@ -1836,7 +1839,10 @@ async fn idempotency_begin_complete_and_replay(store: Store) {
         etag: None,
         body: Vec::new(),
     };
-    assert!(store.complete_idempotent(other_key, &t2, &empty).await.unwrap());
+    assert!(store
+        .complete_idempotent(other_key, &t2, &empty)
+        .await
+        .unwrap());
     assert_eq!(
         begin(&store, other_key, "fp", 3_001).await,
         IdempotencyStart::Completed(empty)
@@ -1850,7 +1856,10 @@ async fn idempotency_begin_complete_and_replay(store: Store) {
         etag: None,
         body: (0..=255u8).collect(),
     };
-    assert!(store.complete_idempotent(bin_key, &t3, &binary).await.unwrap());
+    assert!(store
+        .complete_idempotent(bin_key, &t3, &binary)
+        .await
+        .unwrap());
     assert_eq!(
         begin(&store, bin_key, "fp", 3_001).await,
         IdempotencyStart::Completed(binary)
@@ -1914,8 +1923,14 @@ async fn idempotency_concurrent_begin_exactly_one_started(store: Store) {
 
 async fn idempotency_abandon_lets_the_next_caller_run(store: Store) {
     let t = token(begin(&store, KEY, "fp", 1_000).await);
-    assert!(!store.abandon_idempotent(KEY, "not-the-token").await.unwrap());
-    assert_eq!(begin(&store, KEY, "fp", 1_001).await, IdempotencyStart::InFlight);
+    assert!(!store
+        .abandon_idempotent(KEY, "not-the-token")
+        .await
+        .unwrap());
+    assert_eq!(
+        begin(&store, KEY, "fp", 1_001).await,
+        IdempotencyStart::InFlight
+    );
     assert!(store.abandon_idempotent(KEY, &t).await.unwrap());
     let t2 = token(begin(&store, KEY, "fp", 1_002).await);
     assert_ne!(t, t2);
@@ -1925,7 +1940,10 @@ async fn idempotency_abandon_lets_the_next_caller_run(store: Store) {
         .await
         .unwrap());
     assert!(!store.abandon_idempotent(KEY, &t).await.unwrap());
-    assert_eq!(begin(&store, KEY, "fp", 1_003).await, IdempotencyStart::InFlight);
+    assert_eq!(
+        begin(&store, KEY, "fp", 1_003).await,
+        IdempotencyStart::InFlight
+    );
 }
 
 async fn idempotency_expired_key_is_new_and_the_old_holder_loses_it(store: Store) {
@@ -2218,9 +2236,7 @@ async fn metrics_reports_bad_arguments_are_invalid(store: Store) {
         StoreError::Invalid(_)
     );
     assert_err!(
-        store
-            .begin_idempotent(KEY, "fp", 0, 0, LEASE)
-            .await,
+        store.begin_idempotent(KEY, "fp", 0, 0, LEASE).await,
         StoreError::Invalid(_)
     );
 }

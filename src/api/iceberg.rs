@@ -322,7 +322,7 @@ async fn list_tables(
 
 /// `LoadTableResult` assembled from cached bytes: no re-serialization of the metadata.
 fn load_table_body(
-    state: &AppState,
+    config: &[u8],
     metadata_location: Option<&str>,
     metadata_json: &[u8],
 ) -> ApiResult<Bytes> {
@@ -330,15 +330,13 @@ fn load_table_body(
         Some(l) => serde_json::to_vec(l).map_err(|e| CatalogError::Internal(e.to_string()))?,
         None => b"null".to_vec(),
     };
-    let mut b = BytesMut::with_capacity(
-        metadata_json.len() + location.len() + state.storage_properties_json.len() + 64,
-    );
+    let mut b = BytesMut::with_capacity(metadata_json.len() + location.len() + config.len() + 64);
     b.put_slice(b"{\"metadata-location\":");
     b.put_slice(&location);
     b.put_slice(b",\"metadata\":");
     b.put_slice(metadata_json);
     b.put_slice(b",\"config\":");
-    b.put_slice(&state.storage_properties_json);
+    b.put_slice(config);
     b.put_slice(b"}");
     Ok(b.freeze())
 }
@@ -369,8 +367,8 @@ fn metadata_with_referenced_snapshots(m: &CachedMetadata) -> ApiResult<Vec<u8>> 
     serde_json::to_vec(&v).map_err(|e| CatalogError::Internal(e.to_string()))
 }
 
-fn loaded_table_response(state: &AppState, t: &LoadedTable) -> ApiResult<Response> {
-    let body = load_table_body(state, Some(&t.record.metadata_location), &t.metadata.json)?;
+fn loaded_table_response(config: &[u8], t: &LoadedTable) -> ApiResult<Response> {
+    let body = load_table_body(config, Some(&t.record.metadata_location), &t.metadata.json)?;
     Ok(json_response(
         StatusCode::OK,
         body,
@@ -381,16 +379,18 @@ fn loaded_table_response(state: &AppState, t: &LoadedTable) -> ApiResult<Respons
 async fn create_table(
     State(state): St,
     p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<CreateTableRequest>,
 ) -> ApiResult<Response> {
     let (prefix, ns) = path(p)?;
     let ns = parse_namespace(&ns)?;
     let cat = catalog(&state, &prefix).await?;
+    let config = state.vended_config(&headers);
     match state.catalog.create_table(&cat, &ns, req).await? {
-        CreatedTable::Committed(t) => loaded_table_response(&state, &t),
+        CreatedTable::Committed(t) => loaded_table_response(config, &t),
         CreatedTable::Staged(m) => Ok(json_response(
             StatusCode::OK,
-            load_table_body(&state, None, &m.json)?,
+            load_table_body(config, None, &m.json)?,
             None,
         )),
     }
@@ -421,10 +421,14 @@ async fn load_table(
         }
     }
     match q.get("snapshots").map(String::as_str) {
-        None | Some("all") => loaded_table_response(&state, &t),
+        None | Some("all") => loaded_table_response(&state.storage_properties_json, &t),
         Some("refs") => {
             let json = metadata_with_referenced_snapshots(&t.metadata)?;
-            let body = load_table_body(&state, Some(&t.record.metadata_location), &json)?;
+            let body = load_table_body(
+                &state.storage_properties_json,
+                Some(&t.record.metadata_location),
+                &json,
+            )?;
             Ok(json_response(StatusCode::OK, body, Some(&tag)))
         }
         Some(other) => Err(CatalogError::bad_request(format!(
@@ -452,6 +456,7 @@ async fn table_exists(
 async fn update_table(
     State(state): St,
     p: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<CommitTableRequest>,
 ) -> ApiResult<Response> {
     let (prefix, ns, table) = path(p)?;
@@ -466,7 +471,14 @@ async fn update_table(
     let cat = catalog(&state, &prefix).await?;
     let t = state
         .catalog
-        .commit_table(&cat, &ns, &table, req.requirements, req.updates)
+        .commit_table(
+            &cat,
+            &ns,
+            &table,
+            req.requirements,
+            req.updates,
+            state.origin_region(&headers),
+        )
         .await?;
     let location = serde_json::to_vec(&t.record.metadata_location)
         .map_err(|e| CatalogError::Internal(e.to_string()))?;
@@ -500,6 +512,7 @@ async fn drop_table(
 async fn register_table(
     State(state): St,
     p: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<RegisterTableRequest>,
 ) -> ApiResult<Response> {
     let (prefix, ns) = path(p)?;
@@ -509,7 +522,7 @@ async fn register_table(
         .catalog
         .register_table(&cat, &ns, &req.name, &req.metadata_location, req.overwrite)
         .await?;
-    loaded_table_response(&state, &t)
+    loaded_table_response(state.vended_config(&headers), &t)
 }
 
 async fn rename_table(
@@ -579,6 +592,7 @@ async fn report_metrics(
 async fn commit_transaction(
     State(state): St,
     p: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     IcebergJson(req): IcebergJson<CommitTransactionRequest>,
 ) -> ApiResult<StatusCode> {
     let prefix = path(p)?;
@@ -593,7 +607,10 @@ async fn commit_transaction(
             Ok((id, c.requirements, c.updates))
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    state.catalog.commit_transaction(&cat, changes).await?;
+    state
+        .catalog
+        .commit_transaction(&cat, changes, state.origin_region(&headers))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -34,6 +34,10 @@ pub struct AppState {
     /// Client for forwarding writes to the primary region.
     pub http: reqwest::Client,
     pub max_body_bytes: usize,
+    /// Client of the control plane (None: standalone region).
+    pub control: Option<crate::control::ControlClient>,
+    /// The storage `config` each other region vends, for answers to forwarded requests.
+    pub region_storage_json: HashMap<String, Bytes>,
     /// `Idempotency-Key` lifetime and purge schedule (`catalog.idempotency_key_lifetime_secs`).
     pub idempotency: idempotency::Idempotency,
     /// Metrics reports kept per catalog; 0 stores none (`catalog.metrics_reports_retention`).
@@ -56,6 +60,8 @@ impl AppState {
             storage_properties_json: Bytes::from(json),
             http: reqwest::Client::new(),
             max_body_bytes,
+            control: None,
+            region_storage_json: HashMap::new(),
             idempotency: idempotency::Idempotency::default(),
             metrics_reports_retention: 10_000,
         }
@@ -69,6 +75,24 @@ impl AppState {
         ));
         self.metrics_reports_retention = catalog.metrics_reports_retention;
         self
+    }
+}
+
+impl AppState {
+    /// The region a forwarded request came from (its clients wrote the files it references).
+    pub fn origin_region<'a>(&self, headers: &'a axum::http::HeaderMap) -> Option<&'a str> {
+        headers
+            .get(routing::ORIGIN_REGION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|o| *o != self.region)
+    }
+
+    /// The storage `config` for the client of a request: its own region's, which for a
+    /// forwarded request is the origin region's, so clients keep using their region's bucket.
+    pub fn vended_config(&self, headers: &axum::http::HeaderMap) -> &Bytes {
+        self.origin_region(headers)
+            .and_then(|o| self.region_storage_json.get(o))
+            .unwrap_or(&self.storage_properties_json)
     }
 }
 

@@ -12,6 +12,7 @@ use iceberg::spec::{SortOrder, TableMetadata, TableMetadataBuilder, UnboundParti
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
 
 use crate::error::{CatalogError, Result};
+use crate::replication::{copy_commit_objects, CopyError, ObjectCopier};
 use crate::routing::WriteAuthority;
 use crate::storage::{ObjectStore, StorageError};
 use crate::store::{
@@ -76,6 +77,9 @@ pub struct CatalogService {
     catalogs: RwLock<HashMap<String, Arc<ResolvedCatalog>>>,
     /// Decides the fencing epoch of local writes and whether a commit may run now.
     authority: Arc<dyn WriteAuthority>,
+    /// Object storage of the other regions, to pull the files a forwarded commit references.
+    peers: HashMap<String, ObjectStore>,
+    copier: ObjectCopier,
 }
 
 /// Checks one identifier part: non-empty, bounded, no separator or control bytes.
@@ -185,6 +189,28 @@ impl CatalogService {
             default_catalog,
             catalogs: RwLock::new(HashMap::new()),
             authority,
+            peers: HashMap::new(),
+            copier: ObjectCopier::new(16, 5),
+        }
+    }
+
+    /// The other regions' object storage, by region name.
+    pub fn with_peers(mut self, peers: HashMap<String, ObjectStore>) -> CatalogService {
+        self.peers = peers;
+        self
+    }
+
+    /// The object store of `origin` when it is another region with known storage.
+    fn origin_store(&self, origin: Option<&str>) -> Result<Option<&ObjectStore>> {
+        match origin {
+            None => Ok(None),
+            Some(o) => match self.peers.get(o) {
+                Some(store) => Ok(Some(store)),
+                None if self.peers.is_empty() => Ok(None),
+                None => Err(CatalogError::bad_request(format!(
+                    "Commit forwarded from unknown region {o}"
+                ))),
+            },
         }
     }
 
@@ -638,6 +664,7 @@ impl CatalogService {
         record: TableRecord,
         requirements: &[TableRequirement],
         updates: &[TableUpdate],
+        origin: Option<&ObjectStore>,
     ) -> Result<Prepared> {
         let base = self.metadata_at(&record.metadata_location).await?;
         for r in requirements {
@@ -656,6 +683,20 @@ impl CatalogService {
                 record,
                 metadata: base,
             }));
+        }
+        if let Some(source) = origin {
+            // Files written by a client of another region must be here before we publish.
+            let report =
+                copy_commit_objects(&self.copier, source, &self.objects, &base.metadata, updates)
+                    .await
+                    .map_err(copy_err)?;
+            if report.copied > 0 {
+                tracing::info!(
+                    copied = report.copied,
+                    bytes = report.bytes_copied,
+                    "pulled the commit's objects from its origin region"
+                );
+            }
         }
         let version = metadata_version(&record.metadata_location).map_or(1, |v| v + 1);
         let new_location = metadata_file_location(built.metadata.location(), version);
@@ -717,9 +758,11 @@ impl CatalogService {
         name: &str,
         requirements: Vec<TableRequirement>,
         updates: Vec<TableUpdate>,
+        origin: Option<&str>,
     ) -> Result<LoadedTable> {
         validate_namespace(ns)?;
         validate_name("table", name)?;
+        let origin = self.origin_store(origin)?;
         for attempt in 1..=MAX_COMMIT_ATTEMPTS {
             let Some(record) = self.get_entity(cat, ns, name, EntityKind::Table).await? else {
                 if requirements.contains(&TableRequirement::NotExist) {
@@ -729,7 +772,10 @@ impl CatalogService {
                 }
                 return Err(Self::no_such_table(ns, name));
             };
-            let staged = match self.prepare_update(record, &requirements, &updates).await? {
+            let staged = match self
+                .prepare_update(record, &requirements, &updates, origin)
+                .await?
+            {
                 Prepared::Unchanged(t) => return Ok(t),
                 Prepared::Swap(s) => s,
             };
@@ -752,7 +798,9 @@ impl CatalogService {
         &self,
         cat: &ResolvedCatalog,
         changes: Vec<(TableIdentifier, Vec<TableRequirement>, Vec<TableUpdate>)>,
+        origin: Option<&str>,
     ) -> Result<()> {
+        let origin = self.origin_store(origin)?;
         if changes.is_empty() {
             return Err(CatalogError::bad_request(
                 "A transaction needs at least one table change",
@@ -782,7 +830,7 @@ impl CatalogService {
                     .get_entity(cat, &id.namespace, &id.name, EntityKind::Table)
                     .await
                 {
-                    Ok(Some(record)) => self.prepare_update(record, reqs, ups).await,
+                    Ok(Some(record)) => self.prepare_update(record, reqs, ups, origin).await,
                     Ok(None) => Err(Self::no_such_table(&id.namespace, &id.name)),
                     Err(e) => Err(e),
                 };
@@ -842,6 +890,15 @@ impl CatalogService {
                 }
                 e => e,
             })
+    }
+}
+
+fn copy_err(e: CopyError) -> CatalogError {
+    match e {
+        CopyError::MissingAtSource { location } => CatalogError::bad_request(format!(
+            "The commit references {location}, which exists in no region"
+        )),
+        e => CatalogError::Storage(e.to_string()),
     }
 }
 

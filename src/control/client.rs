@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::api::{
-    ErrorBody, FailoverRequest, LeaseAnswer, LeaseRequest, SwitchoverRequest,
-};
+use super::api::{ErrorBody, FailoverRequest, LeaseAnswer, LeaseRequest, SwitchoverRequest};
 use super::network::LinkFaults;
 use super::types::{ControlState, NodeId};
 use crate::config::ControlSection;
@@ -156,8 +154,12 @@ impl ControlClient {
             actor: actor.to_string(),
             reason: reason.to_string(),
         };
-        self.call("/control/v1/switchover", Verb::Post(&body), self.admin_timeout)
-            .await
+        self.call(
+            "/control/v1/switchover",
+            Verb::Post(&body),
+            self.admin_timeout,
+        )
+        .await
     }
 
     /// Unplanned failover to `to`; answers the state after it.
@@ -174,8 +176,12 @@ impl ControlClient {
             actor: actor.to_string(),
             reason: reason.to_string(),
         };
-        self.call("/control/v1/failover", Verb::Post(&body), self.admin_timeout)
-            .await
+        self.call(
+            "/control/v1/failover",
+            Verb::Post(&body),
+            self.admin_timeout,
+        )
+        .await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -193,8 +199,7 @@ impl ControlClient {
         for i in 0..n {
             let idx = (first + i) % n;
             let addr = &self.voters[idx];
-            if let (Some((faults, me)), Some(Some(id))) = (&self.faults, self.voter_ids.get(idx))
-            {
+            if let (Some((faults, me)), Some(Some(id))) = (&self.faults, self.voter_ids.get(idx)) {
                 if let Err(e) = faults.pass(*me, *id).await {
                     failures.push(format!("{addr}: {e}"));
                     continue;

@@ -116,7 +116,8 @@ impl WriteLease {
     /// The valid lease now: `(epoch, valid_until)`. Commit only while this is `Some` and
     /// with this epoch.
     pub fn current(&self) -> Option<(u64, Instant)> {
-        self.held_lease().filter(|(_, until)| *until > Instant::now())
+        self.held_lease()
+            .filter(|(_, until)| *until > Instant::now())
     }
 
     /// The last granted lease, even if expired: `(epoch, valid_until)`.
@@ -206,8 +207,8 @@ async fn renew_loop(
                         break;
                     }
                     set_lease(&held, None);
-                    let retry = a.primary.as_deref() == Some(config.region.as_str())
-                        && a.epoch != epoch;
+                    let retry =
+                        a.primary.as_deref() == Some(config.region.as_str()) && a.epoch != epoch;
                     epoch = a.epoch;
                     if !retry {
                         break;

@@ -141,9 +141,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| read_err(&e))?;
-        rows.into_iter()
-            .map(|(text,)| serde_json::from_str(&text).map_err(|e| read_err(&e)))
-            .collect()
+        let mut entries = Vec::with_capacity(rows.len());
+        for (text,) in rows {
+            entries.push(serde_json::from_str(&text).map_err(|e| read_err(&e))?);
+        }
+        Ok(entries)
     }
 }
 
@@ -203,13 +205,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows = entries
-            .into_iter()
-            .map(|e| {
-                let text = serde_json::to_string(&e).map_err(|err| write_err(&err))?;
-                Ok((index_i64(e.get_log_id().index), text))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut rows = Vec::new();
+        for e in entries {
+            let text = serde_json::to_string(&e).map_err(|err| write_err(&err))?;
+            rows.push((index_i64(e.get_log_id().index), text));
+        }
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.pool.begin().await?;
             for (idx, text) in rows {

@@ -17,13 +17,13 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, Snapshot, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
@@ -250,7 +250,9 @@ enum SendError {
 impl SendError {
     fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, BasicNode, E> {
         match self {
-            SendError::Down(_) | SendError::Connect(_) => RPCError::Unreachable(Unreachable::new(&self)),
+            SendError::Down(_) | SendError::Connect(_) => {
+                RPCError::Unreachable(Unreachable::new(&self))
+            }
             SendError::Other(_) => RPCError::Network(NetworkError::new(&self)),
         }
     }
@@ -279,7 +281,10 @@ impl Connection {
                 }
             })?;
         if !res.status().is_success() {
-            return Err(SendError::Other(format!("{path} answered {}", res.status())));
+            return Err(SendError::Other(format!(
+                "{path} answered {}",
+                res.status()
+            )));
         }
         res.json::<Resp>()
             .await
@@ -292,8 +297,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>>
-    {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let res: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = self
             .post("/raft/append", &rpc, option.hard_ttl())
             .await

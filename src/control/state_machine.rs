@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership,
+    BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -105,8 +105,7 @@ impl StateMachineStore {
                     source,
                 };
                 let stored: StoredSnapshot = serde_json::from_slice(&bytes).map_err(decode)?;
-                let data: StateMachineData =
-                    serde_json::from_str(&stored.data).map_err(decode)?;
+                let data: StateMachineData = serde_json::from_str(&stored.data).map_err(decode)?;
                 (data, Some(stored))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -304,15 +303,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self
-            .inner
-            .snapshot
-            .lock()
-            .await
-            .as_ref()
-            .map(|s| Snapshot {
-                meta: s.meta.clone(),
-                snapshot: Box::new(Cursor::new(s.data.clone().into_bytes())),
-            }))
+        Ok(self.inner.snapshot.lock().await.as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone().into_bytes())),
+        }))
     }
 }

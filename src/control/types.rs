@@ -195,7 +195,12 @@ impl ControlState {
         }
     }
 
-    fn answer(&self, applied: bool, reason: Option<String>, expires: Option<u64>) -> ControlResponse {
+    fn answer(
+        &self,
+        applied: bool,
+        reason: Option<String>,
+        expires: Option<u64>,
+    ) -> ControlResponse {
         ControlResponse {
             applied,
             reason,
@@ -265,7 +270,10 @@ impl ControlState {
                     return Err(format!("{region} is not the primary region"));
                 }
                 if *epoch != self.epoch {
-                    return Err(format!("epoch {epoch} is not the current epoch {}", self.epoch));
+                    return Err(format!(
+                        "epoch {epoch} is not the current epoch {}",
+                        self.epoch
+                    ));
                 }
                 self.other_lease_expired(region, *now_ms)?;
                 // A renewal never shortens the lease (a proposal may carry an older clock).

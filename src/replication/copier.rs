@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -207,20 +208,26 @@ impl ObjectCopier {
         pairs: &[(String, String)],
     ) -> Result<CopyReport, CopyError> {
         let mut seen = HashSet::new();
-        let unique: Vec<&(String, String)> = pairs.iter().filter(|p| seen.insert(*p)).collect();
-        let failed = AtomicBool::new(false);
-        let failed = &failed;
+        let unique: Vec<(String, String)> =
+            pairs.iter().filter(|p| seen.insert(*p)).cloned().collect();
+        let failed = Arc::new(AtomicBool::new(false));
+        // Owned captures only: futures borrowing from the caller defeat the compiler's Send
+        // inference for the (axum) futures that await this one.
         let mut results: Vec<(usize, Option<Result<Outcome, CopyError>>)> =
-            stream::iter(unique.iter().enumerate())
-                .map(|(i, (src, dst))| async move {
-                    if failed.load(Ordering::Relaxed) {
-                        return (i, None);
+            stream::iter(unique.into_iter().enumerate())
+                .map(|(i, (src, dst))| {
+                    let (copier, source, dest, failed) =
+                        (self.clone(), source.clone(), dest.clone(), failed.clone());
+                    async move {
+                        if failed.load(Ordering::Relaxed) {
+                            return (i, None);
+                        }
+                        let result = copier.ensure_one(&source, &dest, &src, &dst).await;
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        (i, Some(result))
                     }
-                    let result = self.ensure_one(source, dest, src, dst).await;
-                    if result.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    (i, Some(result))
                 })
                 .buffer_unordered(self.parallelism)
                 .collect()
@@ -441,8 +448,11 @@ pub async fn objects_added_by_commit(
                     .filter(|m| m.added_snapshot_id == snapshot_id)
                     .map(|m| m.manifest_path)
                     .collect();
-                let files: Vec<Vec<String>> = stream::iter(added.iter())
-                    .map(|location| added_files_of_manifest(source, location))
+                let files: Vec<Vec<String>> = stream::iter(added.clone())
+                    .map(|location| {
+                        let source = source.clone();
+                        async move { added_files_of_manifest(&source, &location).await }
+                    })
                     .buffered(MANIFEST_READ_PARALLELISM)
                     .try_collect()
                     .await?;

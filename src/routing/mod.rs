@@ -8,6 +8,8 @@
 //! catalog asks [`WriteAuthority::commit_epoch`] right before every store transaction, so a
 //! lease that lapsed mid-request still stops the commit.
 
+pub mod lease;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +96,11 @@ pub fn is_catalog_write(method: &Method, path: &str) -> bool {
 }
 
 /// Middleware: runs writes here when this region is primary, forwards them otherwise.
-pub async fn route_writes(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn route_writes(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !is_catalog_write(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
@@ -179,9 +185,7 @@ async fn forward(
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.map_err(|e| {
-        CatalogError::Unavailable(format!(
-            "primary region {region} broke off its answer: {e}"
-        ))
+        CatalogError::Unavailable(format!("primary region {region} broke off its answer: {e}"))
     })?;
     let mut relayed = Response::builder().status(status);
     for (name, value) in headers.iter() {
@@ -210,7 +214,10 @@ mod tests {
             &Method::POST,
             "/v1/demo/namespaces/a/tables/t/metrics"
         ));
-        assert!(!is_catalog_write(&Method::POST, "/api/v1/control/switchover"));
+        assert!(!is_catalog_write(
+            &Method::POST,
+            "/api/v1/control/switchover"
+        ));
     }
 
     #[test]

@@ -62,8 +62,15 @@ pub(super) fn list(store: &Store, bucket: &str, query: &ListQuery) -> S3Result<L
         Some(pos) => &query.prefix[..=pos],
         None => "",
     };
-    let empty = Listing { items: Vec::new(), truncated: false };
-    if !start_key.is_empty() && start_key[..start_key.len() - 1].split('/').any(|s| matches!(s, "" | "." | "..")) {
+    let empty = Listing {
+        items: Vec::new(),
+        truncated: false,
+    };
+    if !start_key.is_empty()
+        && start_key[..start_key.len() - 1]
+            .split('/')
+            .any(|s| matches!(s, "" | "." | ".."))
+    {
         // No valid key has such a prefix.
         return Ok(empty);
     }
@@ -72,8 +79,13 @@ pub(super) fn list(store: &Store, bucket: &str, query: &ListQuery) -> S3Result<L
         return Ok(empty);
     }
     let mut walker = Walker::new(store, bucket, bucket_dir, query, false);
-    walker.run(&start_dir, start_key).map_err(|e| internal("list objects", e))?;
-    Ok(Listing { items: walker.items, truncated: walker.truncated })
+    walker
+        .run(&start_dir, start_key)
+        .map_err(|e| internal("list objects", e))?;
+    Ok(Listing {
+        items: walker.items,
+        truncated: walker.truncated,
+    })
 }
 
 struct Walker<'a> {
@@ -92,7 +104,13 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    fn new(store: &'a Store, bucket: &'a str, bucket_dir: PathBuf, query: &'a ListQuery, probe: bool) -> Self {
+    fn new(
+        store: &'a Store,
+        bucket: &'a str,
+        bucket_dir: PathBuf,
+        query: &'a ListQuery,
+        probe: bool,
+    ) -> Self {
         let after_is_prefix = match (&query.after, &query.delimiter) {
             (Some(after), Some(delim)) if !delim.is_empty() && after.starts_with(&query.prefix) => {
                 let rest = &after[query.prefix.len()..];
@@ -115,7 +133,11 @@ impl<'a> Walker<'a> {
 
     fn run(&mut self, dir: &Path, dir_key: &str) -> io::Result<()> {
         // The start folder's own marker matches when the prefix names exactly that folder.
-        if !dir_key.is_empty() && dir_key == self.query.prefix && self.after_ok(dir_key) && self.store.marker_exists(self.bucket, dir_key) {
+        if !dir_key.is_empty()
+            && dir_key == self.query.prefix
+            && self.after_ok(dir_key)
+            && self.store.marker_exists(self.bucket, dir_key)
+        {
             if let Flow::Stop = self.emit_marker(dir_key) {
                 return Ok(());
             }
@@ -141,7 +163,9 @@ impl<'a> Walker<'a> {
         let mut children = Vec::new();
         for entry in entries {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             let ft = entry.file_type()?;
             if ft.is_dir() {
                 children.push((format!("{dir_key}{name}/"), true));
@@ -151,7 +175,11 @@ impl<'a> Walker<'a> {
         }
         children.sort_unstable();
         for (key, is_dir) in children {
-            let flow = if is_dir { self.visit_dir(&key)? } else { self.visit_file(&key)? };
+            let flow = if is_dir {
+                self.visit_dir(&key)?
+            } else {
+                self.visit_file(&key)?
+            };
             if let Flow::Stop = flow {
                 return Ok(Flow::Stop);
             }
@@ -183,7 +211,10 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        if key.starts_with(prefix) && self.after_ok(key) && self.store.marker_exists(self.bucket, key) {
+        if key.starts_with(prefix)
+            && self.after_ok(key)
+            && self.store.marker_exists(self.bucket, key)
+        {
             if let Flow::Stop = self.emit_marker(key) {
                 return Ok(Flow::Stop);
             }
@@ -199,7 +230,9 @@ impl<'a> Walker<'a> {
         if let Some(delim) = self.delimiter() {
             if let Some(pos) = key[prefix.len()..].find(delim) {
                 let cp = &key[..prefix.len() + pos + delim.len()];
-                if self.last_prefix.as_deref() == Some(cp) || self.query.after.as_deref() == Some(cp) {
+                if self.last_prefix.as_deref() == Some(cp)
+                    || self.query.after.as_deref() == Some(cp)
+                {
                     return Ok(Flow::Continue);
                 }
                 return Ok(self.emit(|| Some(Item::Prefix(cp.to_string()))));
@@ -255,14 +288,30 @@ impl<'a> Walker<'a> {
         let (store, bucket) = (self.store, self.bucket);
         self.emit(|| {
             let info = store.marker_info(bucket, key)?;
-            Some(Item::Object(ObjectEntry { key: key.to_string(), size: 0, last_modified: info.last_modified, etag: info.etag }))
+            Some(Item::Object(ObjectEntry {
+                key: key.to_string(),
+                size: 0,
+                last_modified: info.last_modified,
+                etag: info.etag,
+            }))
         })
     }
 
     /// Whether the folder `path` (key `dir_key`) holds a key (after `after`, when given).
     fn has_keys(&self, path: &Path, dir_key: &str, after: Option<String>) -> io::Result<bool> {
-        let query = ListQuery { prefix: dir_key.to_string(), delimiter: None, after, max_keys: 1 };
-        let mut probe = Walker::new(self.store, self.bucket, self.bucket_dir.clone(), &query, true);
+        let query = ListQuery {
+            prefix: dir_key.to_string(),
+            delimiter: None,
+            after,
+            max_keys: 1,
+        };
+        let mut probe = Walker::new(
+            self.store,
+            self.bucket,
+            self.bucket_dir.clone(),
+            &query,
+            true,
+        );
         probe.run(path, dir_key)?;
         Ok(!probe.items.is_empty())
     }

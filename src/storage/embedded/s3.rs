@@ -16,8 +16,8 @@ use tokio_util::io::ReaderStream;
 
 use super::list::{self, Item, ListQuery, Listing};
 use super::store::{
-    check_key, hex_md5, internal, is_marker, to_secs, valid_bucket_name, Attributes, ObjectInfo, PartInfo, Store, TempPath,
-    UploadInfo, WriteConditions, EMPTY_MD5,
+    check_key, hex_md5, internal, is_marker, to_secs, valid_bucket_name, Attributes, ObjectInfo,
+    PartInfo, Store, TempPath, UploadInfo, WriteConditions, EMPTY_MD5,
 };
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -31,7 +31,9 @@ pub(super) struct Backend {
 
 impl Backend {
     pub(super) fn new(store: Store) -> Self {
-        Backend { store: Arc::new(store) }
+        Backend {
+            store: Arc::new(store),
+        }
     }
 
     /// Runs blocking filesystem work off the async runtime.
@@ -41,7 +43,9 @@ impl Backend {
         F: FnOnce(&Store) -> S3Result<T> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(S3Error::internal_error)?
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(S3Error::internal_error)?
     }
 }
 
@@ -49,7 +53,10 @@ fn check_bucket_name(bucket: &str) -> S3Result<()> {
     if valid_bucket_name(bucket) {
         Ok(())
     } else {
-        Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+        Err(s3_error!(
+            NoSuchBucket,
+            "The specified bucket does not exist"
+        ))
     }
 }
 
@@ -58,7 +65,10 @@ fn body_error(e: StdError) -> S3Error {
         Ok(e) => *e,
         Err(e) => {
             tracing::debug!(error = %e, "embedded S3: request body failed");
-            let mut err = s3_error!(IncompleteBody, "The request body could not be read completely");
+            let mut err = s3_error!(
+                IncompleteBody,
+                "The request body could not be read completely"
+            );
             err.set_source(e);
             err
         }
@@ -69,12 +79,24 @@ fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(TABLE[(n >> 18) as usize & 63] as char);
         out.push(TABLE[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { TABLE[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { TABLE[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            TABLE[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            TABLE[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -93,7 +115,8 @@ struct ExpectedChecksums {
 impl ExpectedChecksums {
     fn hasher(&self) -> ChecksumHasher {
         let alg = self.algorithm.as_deref().unwrap_or("");
-        let wants = |given: &Option<String>, name: &str| given.is_some() || alg.eq_ignore_ascii_case(name);
+        let wants =
+            |given: &Option<String>, name: &str| given.is_some() || alg.eq_ignore_ascii_case(name);
         let mut h = ChecksumHasher::default();
         if wants(&self.crc32, ChecksumAlgorithm::CRC32) {
             h.crc32 = Some(Default::default());
@@ -116,7 +139,11 @@ impl ExpectedChecksums {
     /// Compares the computed checksums with the ones sent in headers or trailers.
     fn verify(mut self, computed: &Checksum, trailers: Option<TrailingHeaders>) -> S3Result<()> {
         if let Some(map) = trailers.and_then(|t| t.take()) {
-            let get = |name: &str| map.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let get = |name: &str| {
+                map.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
             self.crc32 = self.crc32.or_else(|| get("x-amz-checksum-crc32"));
             self.crc32c = self.crc32c.or_else(|| get("x-amz-checksum-crc32c"));
             self.sha1 = self.sha1.or_else(|| get("x-amz-checksum-sha1"));
@@ -159,7 +186,9 @@ async fn receive(
     content_length: Option<i64>,
     expected: &ExpectedChecksums,
 ) -> S3Result<Received> {
-    let (tmp, file) = store.temp_file().map_err(|e| internal("create temporary file", e))?;
+    let (tmp, file) = store
+        .temp_file()
+        .map_err(|e| internal("create temporary file", e))?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut md5 = Md5::new();
     let mut hasher = expected.hasher();
@@ -169,13 +198,19 @@ async fn receive(
             let chunk = chunk.map_err(body_error)?;
             md5.update(&chunk);
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| internal("write temporary file", e))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| internal("write temporary file", e))?;
             size += chunk.len() as u64;
         }
     }
-    out.flush().await.map_err(|e| internal("write temporary file", e))?;
+    out.flush()
+        .await
+        .map_err(|e| internal("write temporary file", e))?;
     let file = out.into_inner();
-    file.sync_all().await.map_err(|e| internal("sync temporary file", e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| internal("sync temporary file", e))?;
     drop(file);
     if let Some(len) = content_length {
         if u64::try_from(len).ok() != Some(size) {
@@ -185,13 +220,21 @@ async fn receive(
             ));
         }
     }
-    Ok(Received { tmp, md5: md5.finalize(), size, checksums: hasher.finalize() })
+    Ok(Received {
+        tmp,
+        md5: md5.finalize(),
+        size,
+        checksums: hasher.finalize(),
+    })
 }
 
 fn verify_content_md5(content_md5: Option<&str>, md5: &[u8; 16]) -> S3Result<()> {
     if let Some(given) = content_md5 {
         if given.trim() != base64(md5) {
-            return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+            return Err(s3_error!(
+                BadDigest,
+                "The Content-MD5 you specified did not match what we received."
+            ));
         }
     }
     Ok(())
@@ -213,7 +256,12 @@ fn check_read_conditions(
     if_unmodified_since: Option<&Timestamp>,
 ) -> S3Result<()> {
     let last_modified = Timestamp::from(to_secs(info.last_modified));
-    let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
+    let failed = || {
+        s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        )
+    };
     if let Some(cond) = if_match {
         if !etag_matches(cond, &info.etag) {
             return Err(failed());
@@ -256,11 +304,22 @@ fn attrs_of(
 // ---- listing helpers ------------------------------------------------------------------------
 
 /// Characters kept as they are by `encoding-type=url` (S3 leaves '/' alone).
-const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 fn encoder(encoding_type: Option<&EncodingType>) -> impl Fn(String) -> String {
     let url = encoding_type.is_some_and(|e| e.as_str().eq_ignore_ascii_case(EncodingType::URL));
-    move |s: String| if url { utf8_percent_encode(&s, URL_ENCODE).to_string() } else { s }
+    move |s: String| {
+        if url {
+            utf8_percent_encode(&s, URL_ENCODE).to_string()
+        } else {
+            s
+        }
+    }
 }
 
 fn max_keys(given: Option<i32>) -> S3Result<usize> {
@@ -275,10 +334,18 @@ fn decode_token(token: &str) -> S3Result<String> {
     hex::decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
 }
 
-fn split_listing(listing: Listing, enc: &impl Fn(String) -> String) -> (Option<Vec<Object>>, Option<Vec<CommonPrefix>>) {
+fn split_listing(
+    listing: Listing,
+    enc: &impl Fn(String) -> String,
+) -> (Option<Vec<Object>>, Option<Vec<CommonPrefix>>) {
     let mut contents = Vec::new();
     let mut prefixes = Vec::new();
     for item in listing.items {
@@ -288,13 +355,20 @@ fn split_listing(listing: Listing, enc: &impl Fn(String) -> String) -> (Option<V
                 size: Some(o.size as i64),
                 e_tag: Some(ETag::Strong(o.etag)),
                 last_modified: Some(Timestamp::from(o.last_modified)),
-                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
                 ..Default::default()
             }),
-            Item::Prefix(p) => prefixes.push(CommonPrefix { prefix: Some(enc(p)) }),
+            Item::Prefix(p) => prefixes.push(CommonPrefix {
+                prefix: Some(enc(p)),
+            }),
         }
     }
-    ((!contents.is_empty()).then_some(contents), (!prefixes.is_empty()).then_some(prefixes))
+    (
+        (!contents.is_empty()).then_some(contents),
+        (!prefixes.is_empty()).then_some(prefixes),
+    )
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -305,27 +379,53 @@ fn non_empty(s: Option<String>) -> Option<String> {
 impl S3 for Backend {
     // ---- buckets ----------------------------------------------------------------------------
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self.blocking(|s| s.list_buckets()).await?;
         let buckets = buckets
             .into_iter()
-            .map(|(name, created)| Bucket { name: Some(name), creation_date: Some(Timestamp::from(created)), bucket_region: None })
+            .map(|(name, created)| Bucket {
+                name: Some(name),
+                creation_date: Some(Timestamp::from(created)),
+                bucket_region: None,
+            })
             .collect();
-        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
     }
 
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         let bucket = req.input.bucket;
         let location = format!("/{bucket}");
         self.blocking(move |s| s.create_bucket(&bucket)).await?;
-        Ok(S3Response::new(CreateBucketOutput { location: Some(location), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(location),
+            ..Default::default()
+        }))
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         let bucket = req.input.bucket;
-        self.blocking(move |s| s.check_bucket(&bucket).map(|_| ())).await?;
-        let region = req.region.map(|r| r.as_ref().to_string()).unwrap_or_else(|| "us-east-1".to_string());
-        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(region), ..Default::default() }))
+        self.blocking(move |s| s.check_bucket(&bucket).map(|_| ()))
+            .await?;
+        let region = req
+            .region
+            .map(|r| r.as_ref().to_string())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(region),
+            ..Default::default()
+        }))
     }
 
     async fn get_bucket_location(
@@ -333,16 +433,22 @@ impl S3 for Backend {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         let bucket = req.input.bucket;
-        self.blocking(move |s| s.check_bucket(&bucket).map(|_| ())).await?;
+        self.blocking(move |s| s.check_bucket(&bucket).map(|_| ()))
+            .await?;
         let location_constraint = req
             .region
             .map(|r| r.as_ref().to_string())
             .filter(|r| r != "us-east-1")
             .map(BucketLocationConstraint::from);
-        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint,
+        }))
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
         self.blocking(move |s| s.delete_bucket(&bucket)).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
@@ -350,11 +456,17 @@ impl S3 for Backend {
 
     // ---- objects ----------------------------------------------------------------------------
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
-        let conditions = WriteConditions { if_match: input.if_match, if_none_match: input.if_none_match };
+        let conditions = WriteConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+        };
         let attrs = attrs_of(
             input.content_type,
             input.content_encoding,
@@ -370,8 +482,13 @@ impl S3 for Backend {
             let (bucket, key, conditions) = (bucket.clone(), key.clone(), conditions.clone());
             self.blocking(move |s| {
                 s.check_bucket(&bucket)?;
-                if matches!(conditions.if_none_match, Some(ETagCondition::Any)) && s.exists(&bucket, &key) {
-                    return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                if matches!(conditions.if_none_match, Some(ETagCondition::Any))
+                    && s.exists(&bucket, &key)
+                {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ));
                 }
                 Ok(())
             })
@@ -379,14 +496,21 @@ impl S3 for Backend {
         }
 
         if is_marker(&key) {
-            let received = receive(&self.store, input.body, input.content_length, &ExpectedChecksums::default()).await?;
+            let received = receive(
+                &self.store,
+                input.body,
+                input.content_length,
+                &ExpectedChecksums::default(),
+            )
+            .await?;
             if received.size != 0 {
                 return Err(s3_error!(
                     InvalidRequest,
                     "A key ending in '/' is a folder marker: the embedded S3 endpoint only accepts it empty"
                 ));
             }
-            self.blocking(move |s| s.put_marker(&bucket, &key, attrs, &conditions)).await?;
+            self.blocking(move |s| s.put_marker(&bucket, &key, attrs, &conditions))
+                .await?;
             return Ok(S3Response::new(PutObjectOutput {
                 e_tag: Some(ETag::Strong(EMPTY_MD5.to_string())),
                 size: Some(0),
@@ -412,7 +536,8 @@ impl S3 for Backend {
         {
             let etag = etag.clone();
             let tmp = received.tmp;
-            self.blocking(move |s| s.commit(&bucket, &key, tmp, etag, attrs, &conditions)).await?;
+            self.blocking(move |s| s.commit(&bucket, &key, tmp, etag, attrs, &conditions))
+                .await?;
         }
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
@@ -426,7 +551,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
@@ -444,16 +572,31 @@ impl S3 for Backend {
             None => (0, info.size, None),
             Some(range) => {
                 let r = range.check(info.size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable (object size {})", info.size)
+                    s3_error!(
+                        InvalidRange,
+                        "The requested range is not satisfiable (object size {})",
+                        info.size
+                    )
                 })?;
-                (r.start, r.end - r.start, Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size)))
+                (
+                    r.start,
+                    r.end - r.start,
+                    Some(format!(
+                        "bytes {}-{}/{}",
+                        r.start,
+                        r.end.saturating_sub(1),
+                        info.size
+                    )),
+                )
             }
         };
         let body = match file {
             Some(file) if len > 0 => {
                 let mut file = tokio::fs::File::from_std(file);
                 if start > 0 {
-                    file.seek(SeekFrom::Start(start)).await.map_err(|e| internal("seek object", e))?;
+                    file.seek(SeekFrom::Start(start))
+                        .await
+                        .map_err(|e| internal("seek object", e))?;
                 }
                 StreamingBlob::wrap(ReaderStream::with_capacity(file.take(len), READ_CHUNK))
             }
@@ -477,7 +620,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
@@ -506,7 +652,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
@@ -519,11 +668,17 @@ impl S3 for Backend {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         if input.delete.objects.len() > 1000 {
-            return Err(s3_error!(MalformedXML, "The request can delete at most 1000 keys"));
+            return Err(s3_error!(
+                MalformedXML,
+                "The request can delete at most 1000 keys"
+            ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let bucket = input.bucket;
@@ -534,7 +689,9 @@ impl S3 for Backend {
                 let mut deleted = Vec::new();
                 let mut errors = Vec::new();
                 for object in objects {
-                    match check_key(&object.key).and_then(|()| s.delete_object(&bucket, &object.key)) {
+                    match check_key(&object.key)
+                        .and_then(|()| s.delete_object(&bucket, &object.key))
+                    {
                         Ok(()) => deleted.push(DeletedObject {
                             key: Some(object.key),
                             version_id: object.version_id,
@@ -558,20 +715,34 @@ impl S3 for Backend {
         }))
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
         let (src_bucket, src_key) = match &input.copy_source {
             CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
-            _ => return Err(s3_error!(NotImplemented, "Only bucket copy sources are supported")),
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "Only bucket copy sources are supported"
+                ))
+            }
         };
         check_bucket_name(&src_bucket)?;
         check_key(&src_key)?;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
         if is_marker(&src_key) || is_marker(&input.key) {
-            return Err(s3_error!(InvalidRequest, "Folder markers (keys ending in '/') cannot be copied"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "Folder markers (keys ending in '/') cannot be copied"
+            ));
         }
-        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if src_bucket == input.bucket && src_key == input.key && !replace {
             return Err(s3_error!(
                 InvalidRequest,
@@ -588,7 +759,10 @@ impl S3 for Backend {
                 input.metadata.clone(),
             )
         });
-        let (if_match, if_none_match) = (input.copy_source_if_match.clone(), input.copy_source_if_none_match.clone());
+        let (if_match, if_none_match) = (
+            input.copy_source_if_match.clone(),
+            input.copy_source_if_none_match.clone(),
+        );
         let (bucket, key) = (input.bucket, input.key);
         let (etag, last_modified) = self
             .blocking(move |s| {
@@ -597,13 +771,24 @@ impl S3 for Backend {
                 check_read_conditions(&info, if_match.as_ref(), None, None, None)?;
                 if let Some(cond) = &if_none_match {
                     if etag_matches(cond, &info.etag) {
-                        return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                        return Err(s3_error!(
+                            PreconditionFailed,
+                            "At least one of the pre-conditions you specified did not hold"
+                        ));
                     }
                 }
-                let file = file.ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
+                let file =
+                    file.ok_or_else(|| s3_error!(NoSuchKey, "The specified key does not exist."))?;
                 let tmp = s.copy_to_temp(file)?;
                 let attrs = new_attrs.unwrap_or(info.attrs);
-                let last_modified = s.commit(&bucket, &key, tmp, info.etag.clone(), attrs, &WriteConditions::default())?;
+                let last_modified = s.commit(
+                    &bucket,
+                    &key,
+                    tmp,
+                    info.etag.clone(),
+                    attrs,
+                    &WriteConditions::default(),
+                )?;
                 Ok((info.etag, last_modified))
             })
             .await?;
@@ -619,7 +804,10 @@ impl S3 for Backend {
 
     // ---- listing ----------------------------------------------------------------------------
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         let max_keys = max_keys(input.max_keys)?;
@@ -664,7 +852,10 @@ impl S3 for Backend {
         }))
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         let max_keys = max_keys(input.max_keys)?;
@@ -682,7 +873,10 @@ impl S3 for Backend {
             })
             .await?;
         let enc = encoder(input.encoding_type.as_ref());
-        let next_marker = listing.truncated.then(|| listing.items.last().map(|i| enc(i.key().to_string()))).flatten();
+        let next_marker = listing
+            .truncated
+            .then(|| listing.items.last().map(|i| enc(i.key().to_string())))
+            .flatten();
         let (contents, common_prefixes) = split_listing(listing, &enc);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
@@ -709,7 +903,10 @@ impl S3 for Backend {
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
         if is_marker(&input.key) {
-            return Err(s3_error!(InvalidRequest, "A key ending in '/' is a folder marker and cannot be uploaded in parts"));
+            return Err(s3_error!(
+                InvalidRequest,
+                "A key ending in '/' is a folder marker and cannot be uploaded in parts"
+            ));
         }
         let info = UploadInfo {
             bucket: input.bucket.clone(),
@@ -722,7 +919,10 @@ impl S3 for Backend {
                 input.cache_control,
                 input.metadata,
             ),
-            initiated_secs: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            initiated_secs: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
         };
         let id = self
             .blocking(move |s| {
@@ -739,17 +939,28 @@ impl S3 for Backend {
         }))
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
         let number = input.part_number;
         if !(1..=MAX_PART_NUMBER).contains(&number) {
-            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
         }
         let (dir, _info) = {
-            let (bucket, key, id) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
-            self.blocking(move |s| s.load_upload(&bucket, &key, &id)).await?
+            let (bucket, key, id) = (
+                input.bucket.clone(),
+                input.key.clone(),
+                input.upload_id.clone(),
+            );
+            self.blocking(move |s| s.load_upload(&bucket, &key, &id))
+                .await?
         };
         let expected = ExpectedChecksums {
             crc32: input.checksum_crc32,
@@ -763,9 +974,13 @@ impl S3 for Backend {
         verify_content_md5(input.content_md5.as_deref(), &received.md5)?;
         expected.verify(&received.checksums, req.trailing_headers)?;
         let etag = hex_md5(&received.md5);
-        let part = PartInfo { etag: etag.clone(), size: received.size };
+        let part = PartInfo {
+            etag: etag.clone(),
+            size: received.size,
+        };
         let tmp = received.tmp;
-        self.blocking(move |s| s.store_part(&dir, number, tmp, &part)).await?;
+        self.blocking(move |s| s.store_part(&dir, number, tmp, &part))
+            .await?;
         let checksums = received.checksums;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
@@ -785,19 +1000,33 @@ impl S3 for Backend {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
-        let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let listed = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
         if listed.is_empty() {
-            return Err(s3_error!(MalformedXML, "You must specify at least one part"));
+            return Err(s3_error!(
+                MalformedXML,
+                "You must specify at least one part"
+            ));
         }
         let mut parts = Vec::with_capacity(listed.len());
         for part in listed {
-            let number = part.part_number.ok_or_else(|| s3_error!(MalformedXML, "A part has no PartNumber"))?;
+            let number = part
+                .part_number
+                .ok_or_else(|| s3_error!(MalformedXML, "A part has no PartNumber"))?;
             if parts.last().is_some_and(|(last, _)| *last >= number) {
-                return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order"));
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "The list of parts was not in ascending order"
+                ));
             }
             parts.push((number, part.e_tag.map(|e| e.value().to_string())));
         }
-        let conditions = WriteConditions { if_match: input.if_match, if_none_match: input.if_none_match };
+        let conditions = WriteConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+        };
         let (bucket, key, id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
         let etag = self
             .blocking(move |s| {
@@ -835,17 +1064,26 @@ impl S3 for Backend {
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         check_bucket_name(&input.bucket)?;
         check_key(&input.key)?;
         let max_parts = match input.max_parts {
             None => 1000,
-            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts cannot be negative")),
+            Some(n) if n < 0 => {
+                return Err(s3_error!(InvalidArgument, "max-parts cannot be negative"))
+            }
             Some(n) => (n as usize).min(1000),
         };
         let marker = input.part_number_marker.unwrap_or(0);
-        let (bucket, key, id) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
+        let (bucket, key, id) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
         let all = self
             .blocking(move |s| {
                 let (dir, _) = s.load_upload(&bucket, &key, &id)?;

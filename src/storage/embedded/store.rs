@@ -65,7 +65,8 @@ pub(super) fn hex_md5(digest: &[u8]) -> String {
 pub(super) fn valid_bucket_name(name: &str) -> bool {
     let b = name.as_bytes();
     (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
         && !name.contains("..")
@@ -77,10 +78,16 @@ pub(super) fn check_key(key: &str) -> S3Result<()> {
         return Err(s3_error!(InvalidArgument, "the object key is empty"));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(s3_error!(KeyTooLongError, "the object key is longer than {MAX_KEY_BYTES} bytes"));
+        return Err(s3_error!(
+            KeyTooLongError,
+            "the object key is longer than {MAX_KEY_BYTES} bytes"
+        ));
     }
     if key.contains('\0') {
-        return Err(s3_error!(InvalidArgument, "the object key contains a NUL character"));
+        return Err(s3_error!(
+            InvalidArgument,
+            "the object key contains a NUL character"
+        ));
     }
     if key.starts_with('/') {
         return Err(s3_error!(InvalidArgument, "the object key starts with '/'"));
@@ -88,9 +95,17 @@ pub(super) fn check_key(key: &str) -> S3Result<()> {
     let body = key.strip_suffix('/').unwrap_or(key);
     for segment in body.split('/') {
         match segment {
-            "" => return Err(s3_error!(InvalidArgument, "the object key has an empty path segment ('//')")),
+            "" => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "the object key has an empty path segment ('//')"
+                ))
+            }
             "." | ".." => {
-                return Err(s3_error!(InvalidArgument, "the object key has a '{segment}' path segment"))
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "the object key has a '{segment}' path segment"
+                ))
             }
             s if s.len() > MAX_SEGMENT_BYTES => {
                 return Err(s3_error!(
@@ -128,12 +143,21 @@ pub(super) struct Fingerprint {
 
 impl Fingerprint {
     pub(super) fn of(md: &fs::Metadata) -> Self {
-        let mtime = md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
         #[cfg(unix)]
         let ino = std::os::unix::fs::MetadataExt::ino(md);
         #[cfg(not(unix))]
         let ino = 0;
-        Fingerprint { size: md.len(), mtime_secs: mtime.as_secs(), mtime_nanos: mtime.subsec_nanos(), ino }
+        Fingerprint {
+            size: md.len(),
+            mtime_secs: mtime.as_secs(),
+            mtime_nanos: mtime.subsec_nanos(),
+            ino,
+        }
     }
 }
 
@@ -194,7 +218,10 @@ impl WriteConditions {
                 (ETagCondition::ETag(e), Some(cur)) => e.value() == cur,
             };
             if hit {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         }
         if let Some(cond) = &self.if_match {
@@ -204,7 +231,10 @@ impl WriteConditions {
                 (ETagCondition::ETag(e), Some(cur)) => e.value() == cur,
             };
             if !ok {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         }
         Ok(())
@@ -299,7 +329,9 @@ impl Store {
         let mut h = DefaultHasher::new();
         (bucket, key).hash(&mut h);
         let stripe = &self.locks[(h.finish() as usize) % self.locks.len()];
-        stripe.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        stripe
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     // ---- paths ----------------------------------------------------------------------------
@@ -315,14 +347,23 @@ impl Store {
 
     fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));
-        self.meta_dir.join(bucket).join(&digest[..2]).join(format!("{digest}.json"))
+        self.meta_dir
+            .join(bucket)
+            .join(&digest[..2])
+            .join(format!("{digest}.json"))
     }
 
     /// Creates an empty temporary file.
     pub(super) fn temp_file(&self) -> io::Result<(TempPath, File)> {
         let path = self.tmp_dir.join(Uuid::new_v4().simple().to_string());
         let file = File::options().write(true).create_new(true).open(&path)?;
-        Ok((TempPath { path, persisted: false }, file))
+        Ok((
+            TempPath {
+                path,
+                persisted: false,
+            },
+            file,
+        ))
     }
 
     fn write_json_atomic(&self, dest: &Path, value: &impl Serialize) -> io::Result<()> {
@@ -341,13 +382,19 @@ impl Store {
     /// Fails with NoSuchBucket unless the bucket exists.
     pub(super) fn check_bucket(&self, bucket: &str) -> S3Result<PathBuf> {
         if !valid_bucket_name(bucket) {
-            return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"));
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
         }
         let dir = self.bucket_dir(bucket);
         if dir.is_dir() {
             Ok(dir)
         } else {
-            Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+            Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ))
         }
     }
 
@@ -356,7 +403,9 @@ impl Store {
         let entries = fs::read_dir(&self.root).map_err(|e| internal("list buckets", e))?;
         for entry in entries {
             let entry = entry.map_err(|e| internal("list buckets", e))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if !valid_bucket_name(&name) {
                 continue;
             }
@@ -364,7 +413,10 @@ impl Store {
             if !md.is_dir() {
                 continue;
             }
-            let created = md.created().or_else(|_| md.modified()).unwrap_or(UNIX_EPOCH);
+            let created = md
+                .created()
+                .or_else(|_| md.modified())
+                .unwrap_or(UNIX_EPOCH);
             out.push((name, created));
         }
         out.sort();
@@ -373,7 +425,10 @@ impl Store {
 
     pub(super) fn create_bucket(&self, bucket: &str) -> S3Result<()> {
         if !valid_bucket_name(bucket) {
-            return Err(s3_error!(InvalidBucketName, "The specified bucket is not valid"));
+            return Err(s3_error!(
+                InvalidBucketName,
+                "The specified bucket is not valid"
+            ));
         }
         match fs::create_dir(self.bucket_dir(bucket)) {
             Ok(()) => Ok(()),
@@ -388,8 +443,16 @@ impl Store {
     /// Deletes an empty bucket (folders left without objects do not count).
     pub(super) fn delete_bucket(&self, bucket: &str) -> S3Result<()> {
         let dir = self.check_bucket(bucket)?;
-        let not_empty = || s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty");
-        if self.remove_empty_tree(bucket, &dir, "").map_err(|e| internal("delete bucket", e))? {
+        let not_empty = || {
+            s3_error!(
+                BucketNotEmpty,
+                "The bucket you tried to delete is not empty"
+            )
+        };
+        if self
+            .remove_empty_tree(bucket, &dir, "")
+            .map_err(|e| internal("delete bucket", e))?
+        {
             return Err(not_empty());
         }
         match fs::remove_dir(&dir) {
@@ -400,7 +463,9 @@ impl Store {
         match fs::remove_dir_all(self.meta_dir.join(bucket)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(error = %e, bucket, "embedded S3: cannot remove bucket metadata"),
+            Err(e) => {
+                tracing::warn!(error = %e, bucket, "embedded S3: cannot remove bucket metadata")
+            }
         }
         Ok(())
     }
@@ -416,7 +481,9 @@ impl Store {
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             let sub_key = format!("{dir_key}{name}/");
-            if self.marker_exists(bucket, &sub_key) || self.remove_empty_tree(bucket, &entry.path(), &sub_key)? {
+            if self.marker_exists(bucket, &sub_key)
+                || self.remove_empty_tree(bucket, &entry.path(), &sub_key)?
+            {
                 found = true;
                 continue;
             }
@@ -476,13 +543,24 @@ impl Store {
         if !self.object_path(bucket, dir_key).is_dir() {
             return None;
         }
-        Some(ObjectInfo { size: 0, last_modified, etag: EMPTY_MD5.to_string(), attrs: meta.attrs })
+        Some(ObjectInfo {
+            size: 0,
+            last_modified,
+            etag: EMPTY_MD5.to_string(),
+            attrs: meta.attrs,
+        })
     }
 
     /// ETag and attributes of the object file `file` (opened from `key`'s path): from its
     /// metadata when that describes this very file, else computed from the content (the
     /// file is left positioned at its start) and stored again.
-    pub(super) fn describe(&self, bucket: &str, key: &str, file: &mut File, md: &fs::Metadata) -> io::Result<(String, Attributes)> {
+    pub(super) fn describe(
+        &self,
+        bucket: &str,
+        key: &str,
+        file: &mut File,
+        md: &fs::Metadata,
+    ) -> io::Result<(String, Attributes)> {
         self.describe_inner(bucket, key, file, md, false)
     }
 
@@ -506,7 +584,12 @@ impl Store {
         let _guard = (!lock_held).then(|| self.lock(bucket, key));
         let current = fs::metadata(self.object_path(bucket, key)).map(|m| Fingerprint::of(&m));
         if current.ok() == Some(fp) {
-            let meta = ObjectMeta { key: key.to_string(), etag: etag.clone(), fingerprint: Some(fp), attrs: Attributes::default() };
+            let meta = ObjectMeta {
+                key: key.to_string(),
+                etag: etag.clone(),
+                fingerprint: Some(fp),
+                attrs: Attributes::default(),
+            };
             if let Err(e) = self.write_meta(bucket, &meta) {
                 tracing::warn!(error = %e, bucket, key, "embedded S3: cannot store recomputed metadata");
             }
@@ -515,19 +598,36 @@ impl Store {
     }
 
     /// Opens an object for reading. The file is None for a directory marker.
-    pub(super) fn open_object(&self, bucket: &str, key: &str) -> S3Result<(Option<File>, ObjectInfo)> {
+    pub(super) fn open_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(Option<File>, ObjectInfo)> {
         self.open_object_inner(bucket, key, false)
     }
 
-    fn open_object_inner(&self, bucket: &str, key: &str, lock_held: bool) -> S3Result<(Option<File>, ObjectInfo)> {
+    fn open_object_inner(
+        &self,
+        bucket: &str,
+        key: &str,
+        lock_held: bool,
+    ) -> S3Result<(Option<File>, ObjectInfo)> {
         self.check_bucket(bucket)?;
         let no_such_key = || s3_error!(NoSuchKey, "The specified key does not exist.");
         if is_marker(key) {
-            return self.marker_info(bucket, key).map(|info| (None, info)).ok_or_else(no_such_key);
+            return self
+                .marker_info(bucket, key)
+                .map(|info| (None, info))
+                .ok_or_else(no_such_key);
         }
         let mut file = match File::open(self.object_path(bucket, key)) {
             Ok(f) => f,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(no_such_key())
             }
             Err(e) => return Err(internal("open object", e)),
@@ -536,10 +636,19 @@ impl Store {
         if !md.is_file() {
             return Err(no_such_key());
         }
-        let (etag, attrs) =
-            self.describe_inner(bucket, key, &mut file, &md, lock_held).map_err(|e| internal("read object", e))?;
+        let (etag, attrs) = self
+            .describe_inner(bucket, key, &mut file, &md, lock_held)
+            .map_err(|e| internal("read object", e))?;
         let last_modified = md.modified().unwrap_or(UNIX_EPOCH);
-        Ok((Some(file), ObjectInfo { size: md.len(), last_modified, etag, attrs }))
+        Ok((
+            Some(file),
+            ObjectInfo {
+                size: md.len(),
+                last_modified,
+                etag,
+                attrs,
+            },
+        ))
     }
 
     /// The current ETag of a key, None when it does not exist (called with the key's lock held).
@@ -574,7 +683,12 @@ impl Store {
         conditions: &WriteConditions,
     ) -> S3Result<SystemTime> {
         let md = fs::metadata(tmp.path()).map_err(|e| internal("stat temporary file", e))?;
-        let meta = ObjectMeta { key: key.to_string(), etag, fingerprint: Some(Fingerprint::of(&md)), attrs };
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            etag,
+            fingerprint: Some(Fingerprint::of(&md)),
+            attrs,
+        };
         let dest = self.object_path(bucket, key);
 
         let _guard = self.lock(bucket, key);
@@ -582,7 +696,8 @@ impl Store {
         if !conditions.is_empty() {
             conditions.check(self.current_etag(bucket, key)?.as_deref())?;
         }
-        self.write_meta(bucket, &meta).map_err(|e| internal("write object metadata", e))?;
+        self.write_meta(bucket, &meta)
+            .map_err(|e| internal("write object metadata", e))?;
         let mut tmp = Some(tmp);
         for attempt in 0.. {
             self.make_parent(bucket, key, &dest)?;
@@ -595,12 +710,18 @@ impl Store {
                 }
                 // A concurrent delete removed the (then empty) parent folder: make it again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 8 => continue,
-                Err(e) if matches!(e.kind(), io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty)
-                    || dest.is_dir() =>
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::IsADirectory | io::ErrorKind::DirectoryNotEmpty
+                    ) || dest.is_dir() =>
                 {
                     // An empty leftover folder may be replaced; a folder with content may not.
                     let marker = format!("{key}/");
-                    if attempt < 8 && !self.marker_exists(bucket, &marker) && fs::remove_dir(&dest).is_ok() {
+                    if attempt < 8
+                        && !self.marker_exists(bucket, &marker)
+                        && fs::remove_dir(&dest).is_ok()
+                    {
                         continue;
                     }
                     let _ = self.remove_meta(bucket, key);
@@ -617,10 +738,17 @@ impl Store {
     }
 
     fn make_parent(&self, bucket: &str, key: &str, dest: &Path) -> S3Result<()> {
-        let Some(parent) = dest.parent() else { return Ok(()) };
+        let Some(parent) = dest.parent() else {
+            return Ok(());
+        };
         match fs::create_dir_all(parent) {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 let _ = self.remove_meta(bucket, key);
                 Err(conflict(key))
             }
@@ -629,7 +757,13 @@ impl Store {
     }
 
     /// Creates the directory marker `key` (ending in '/').
-    pub(super) fn put_marker(&self, bucket: &str, key: &str, attrs: Attributes, conditions: &WriteConditions) -> S3Result<SystemTime> {
+    pub(super) fn put_marker(
+        &self,
+        bucket: &str,
+        key: &str,
+        attrs: Attributes,
+        conditions: &WriteConditions,
+    ) -> S3Result<SystemTime> {
         let dir = self.object_path(bucket, key);
         let _guard = self.lock(bucket, key);
         self.check_bucket(bucket)?;
@@ -638,13 +772,24 @@ impl Store {
         }
         match fs::create_dir_all(&dir) {
             Ok(()) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(conflict(key))
             }
             Err(e) => return Err(internal("create marker folder", e)),
         }
-        let meta = ObjectMeta { key: key.to_string(), etag: EMPTY_MD5.to_string(), fingerprint: None, attrs };
-        self.write_meta(bucket, &meta).map_err(|e| internal("write marker metadata", e))?;
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            etag: EMPTY_MD5.to_string(),
+            fingerprint: None,
+            attrs,
+        };
+        self.write_meta(bucket, &meta)
+            .map_err(|e| internal("write marker metadata", e))?;
         Ok(SystemTime::now())
     }
 
@@ -653,7 +798,8 @@ impl Store {
         let path = self.object_path(bucket, key);
         let _guard = self.lock(bucket, key);
         if is_marker(key) {
-            self.remove_meta(bucket, key).map_err(|e| internal("delete marker", e))?;
+            self.remove_meta(bucket, key)
+                .map_err(|e| internal("delete marker", e))?;
             // Fails harmlessly when the folder still has content.
             let _ = fs::remove_dir(&path);
         } else {
@@ -662,11 +808,14 @@ impl Store {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
+                        io::ErrorKind::NotFound
+                            | io::ErrorKind::NotADirectory
+                            | io::ErrorKind::IsADirectory
                     ) || path.is_dir() => {}
                 Err(e) => return Err(internal("delete object", e)),
             }
-            self.remove_meta(bucket, key).map_err(|e| internal("delete object metadata", e))?;
+            self.remove_meta(bucket, key)
+                .map_err(|e| internal("delete object metadata", e))?;
         }
         self.prune_parents(bucket, key);
         Ok(())
@@ -696,12 +845,18 @@ impl Store {
         let id = Uuid::new_v4();
         let dir = self.uploads_dir.join(id.to_string());
         fs::create_dir_all(&dir).map_err(|e| internal("create upload", e))?;
-        self.write_json_atomic(&dir.join("upload.json"), info).map_err(|e| internal("create upload", e))?;
+        self.write_json_atomic(&dir.join("upload.json"), info)
+            .map_err(|e| internal("create upload", e))?;
         Ok(id)
     }
 
     /// The folder and description of an upload, checked against its bucket and key.
-    pub(super) fn load_upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<(PathBuf, UploadInfo)> {
+    pub(super) fn load_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> S3Result<(PathBuf, UploadInfo)> {
         let no_such_upload = || {
             s3_error!(
                 NoSuchUpload,
@@ -715,7 +870,8 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_such_upload()),
             Err(e) => return Err(internal("read upload", e)),
         };
-        let info: UploadInfo = serde_json::from_slice(&bytes).map_err(|e| internal("read upload", io::Error::other(e)))?;
+        let info: UploadInfo = serde_json::from_slice(&bytes)
+            .map_err(|e| internal("read upload", io::Error::other(e)))?;
         if info.bucket != bucket || info.key != key {
             return Err(no_such_upload());
         }
@@ -727,7 +883,13 @@ impl Store {
     }
 
     /// Stores an uploaded part (complete temporary file).
-    pub(super) fn store_part(&self, dir: &Path, number: i32, tmp: TempPath, info: &PartInfo) -> S3Result<()> {
+    pub(super) fn store_part(
+        &self,
+        dir: &Path,
+        number: i32,
+        tmp: TempPath,
+        info: &PartInfo,
+    ) -> S3Result<()> {
         let gone = || s3_error!(NoSuchUpload, "The specified upload does not exist.");
         if !dir.is_dir() {
             return Err(gone());
@@ -735,7 +897,8 @@ impl Store {
         let part = Self::part_path(dir, number);
         let mut info_path = part.clone().into_os_string();
         info_path.push(".json");
-        self.write_json_atomic(Path::new(&info_path), info).map_err(|e| internal("store part", e))?;
+        self.write_json_atomic(Path::new(&info_path), info)
+            .map_err(|e| internal("store part", e))?;
         match tmp.persist_to(&part) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(gone()),
@@ -748,7 +911,12 @@ impl Store {
         for entry in fs::read_dir(dir).map_err(|e| internal("list parts", e))? {
             let entry = entry.map_err(|e| internal("list parts", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(number) = name.strip_prefix("part-").and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Some(number) = name
+                .strip_prefix("part-")
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
             let Ok(md) = entry.metadata() else { continue };
             let mut info_path = entry.path().into_os_string();
             info_path.push(".json");
@@ -760,10 +928,17 @@ impl Store {
                 Some(i) => i,
                 None => {
                     let mut f = File::open(entry.path()).map_err(|e| internal("list parts", e))?;
-                    PartInfo { etag: md5_of(&mut f).map_err(|e| internal("list parts", e))?, size: md.len() }
+                    PartInfo {
+                        etag: md5_of(&mut f).map_err(|e| internal("list parts", e))?,
+                        size: md.len(),
+                    }
                 }
             };
-            out.push(PartEntry { number, info, last_modified: md.modified().unwrap_or(UNIX_EPOCH) });
+            out.push(PartEntry {
+                number,
+                info,
+                last_modified: md.modified().unwrap_or(UNIX_EPOCH),
+            });
         }
         out.sort_by_key(|p| p.number);
         Ok(out)
@@ -771,54 +946,94 @@ impl Store {
 
     /// Concatenates the listed parts (ascending numbers, optional expected ETags) into a
     /// fsynced temporary file. Returns it with the multipart ETag and the total size.
-    pub(super) fn assemble(&self, dir: &Path, parts: &[(i32, Option<String>)]) -> S3Result<(TempPath, String, u64)> {
-        let (tmp, file) = self.temp_file().map_err(|e| internal("assemble upload", e))?;
+    pub(super) fn assemble(
+        &self,
+        dir: &Path,
+        parts: &[(i32, Option<String>)],
+    ) -> S3Result<(TempPath, String, u64)> {
+        let invalid_part = |number: i32, why: &str| {
+            s3_error!(
+                InvalidPart,
+                "One or more of the specified parts could not be found or did not match: part {number} {why}"
+            )
+        };
+        let etags_match = |expected: &Option<String>, actual: &str| {
+            expected
+                .as_deref()
+                .is_none_or(|e| e.eq_ignore_ascii_case(actual))
+        };
+        // Check every part before copying any: all exist with the listed ETags, then sizes.
+        let mut sizes = Vec::with_capacity(parts.len());
+        for (number, expected) in parts {
+            let path = Self::part_path(dir, *number);
+            let size = match fs::metadata(&path) {
+                Ok(md) => md.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(invalid_part(*number, "was not uploaded"))
+                }
+                Err(e) => return Err(internal("assemble upload", e)),
+            };
+            let mut info_path = path.into_os_string();
+            info_path.push(".json");
+            let stored = fs::read(&info_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<PartInfo>(&b).ok());
+            if let Some(stored) = stored.filter(|p| p.size == size) {
+                if !etags_match(expected, &stored.etag) {
+                    return Err(invalid_part(*number, "has another ETag"));
+                }
+            }
+            sizes.push((*number, size));
+        }
+        if let Some((number, size)) = sizes[..sizes.len().saturating_sub(1)]
+            .iter()
+            .find(|(_, size)| *size < MIN_PART_SIZE)
+        {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size: part {number} has {size} bytes"
+            ));
+        }
+
+        let (tmp, file) = self
+            .temp_file()
+            .map_err(|e| internal("assemble upload", e))?;
         let mut out = io::BufWriter::with_capacity(COPY_BUFFER, file);
         let mut buf = vec![0u8; COPY_BUFFER];
         let mut digests = Vec::with_capacity(parts.len() * 16);
         let mut total = 0u64;
-        for (i, (number, expected)) in parts.iter().enumerate() {
+        for (number, expected) in parts {
             let mut part = match File::open(Self::part_path(dir, *number)) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(s3_error!(
-                        InvalidPart,
-                        "One or more of the specified parts could not be found (part {number})"
-                    ))
+                    return Err(invalid_part(*number, "was not uploaded"))
                 }
                 Err(e) => return Err(internal("assemble upload", e)),
             };
             let mut md5 = Md5::new();
-            let mut size = 0u64;
             loop {
-                let n = part.read(&mut buf).map_err(|e| internal("assemble upload", e))?;
+                let n = part
+                    .read(&mut buf)
+                    .map_err(|e| internal("assemble upload", e))?;
                 if n == 0 {
                     break;
                 }
                 md5.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(|e| internal("assemble upload", e))?;
-                size += n as u64;
+                out.write_all(&buf[..n])
+                    .map_err(|e| internal("assemble upload", e))?;
+                total += n as u64;
             }
             let digest = md5.finalize();
-            if let Some(expected) = expected {
-                if !expected.eq_ignore_ascii_case(&hex_md5(&digest)) {
-                    return Err(s3_error!(
-                        InvalidPart,
-                        "One or more of the specified parts could not be found: the ETag of part {number} does not match"
-                    ));
-                }
-            }
-            if i + 1 < parts.len() && size < MIN_PART_SIZE {
-                return Err(s3_error!(
-                    EntityTooSmall,
-                    "Your proposed upload is smaller than the minimum allowed object size: part {number} has {size} bytes"
-                ));
+            if !etags_match(expected, &hex_md5(&digest)) {
+                return Err(invalid_part(*number, "has another ETag"));
             }
             digests.extend_from_slice(&digest);
-            total += size;
         }
-        let file = out.into_inner().map_err(|e| internal("assemble upload", e.into_error()))?;
-        file.sync_all().map_err(|e| internal("assemble upload", e))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| internal("assemble upload", e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| internal("assemble upload", e))?;
         drop(file);
         let etag = format!("{}-{}", hex_md5(&Md5::checksum(&digests)), parts.len());
         Ok((tmp, etag, total))
@@ -827,9 +1042,10 @@ impl Store {
     pub(super) fn remove_upload(&self, dir: &Path) -> S3Result<()> {
         match fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(s3_error!(NoSuchUpload, "The specified upload does not exist."))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(s3_error!(
+                NoSuchUpload,
+                "The specified upload does not exist."
+            )),
             Err(e) => Err(internal("remove upload", e)),
         }
     }
@@ -877,8 +1093,14 @@ mod tests {
         for bad in ["", "/a", "a//b", "a/../b", "..", "a/./b", "a\0b", "//"] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(*check_key(&"a".repeat(1025)).unwrap_err().code(), s3s::S3ErrorCode::KeyTooLongError);
-        assert_eq!(*check_key(&"a".repeat(256)).unwrap_err().code(), s3s::S3ErrorCode::KeyTooLongError);
+        assert_eq!(
+            *check_key(&"a".repeat(1025)).unwrap_err().code(),
+            s3s::S3ErrorCode::KeyTooLongError
+        );
+        assert_eq!(
+            *check_key(&"a".repeat(256)).unwrap_err().code(),
+            s3s::S3ErrorCode::KeyTooLongError
+        );
     }
 
     #[test]
@@ -886,7 +1108,16 @@ mod tests {
         for ok in ["abc", "my-bucket", "a.b.c", "warehouse1"] {
             assert!(valid_bucket_name(ok), "{ok}");
         }
-        for bad in ["ab", ".abc", "abc.", "-abc", "ABC", "a_b", "a..b", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            ".abc",
+            "abc.",
+            "-abc",
+            "ABC",
+            "a_b",
+            "a..b",
+            &"a".repeat(64),
+        ] {
             assert!(!valid_bucket_name(bad), "{bad}");
         }
     }
