@@ -4,6 +4,7 @@
 //! (domain logic) → [`store`] (metadata rows) and [`storage`] (objects through aws-sdk-s3).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod catalog;
 pub mod config;

@@ -26,6 +26,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Operator commands over a catalog node's management API.
+    Admin {
+        /// Catalog endpoint of any region.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8181")]
+        endpoint: String,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: pangolin::admin::AdminCommand,
+    },
     /// Run the local deployment on loopback (embedded SQLite and S3, no external service).
     Dev {
         /// Where the deployment keeps its state across restarts.
@@ -40,7 +51,9 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANGOLIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("PANGOLIN_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -72,5 +85,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { data_dir, fresh } => pangolin::dev::run(data_dir, fresh).await,
+        Command::Admin {
+            endpoint,
+            json,
+            command,
+        } => pangolin::admin::run(&endpoint, json, command).await,
     }
 }

@@ -1257,13 +1257,14 @@ async fn overwrites_are_atomic() {
     let old_len = 10 * MIB;
     let new_len = 10 * MIB + 12_345;
     let versions = Arc::new([vec![b'o'; old_len], vec![b'n'; new_len]]);
+    let etags = Arc::new([md5_hex(&versions[0]), md5_hex(&versions[1])]);
     put(&c, "bk1", "big/object.bin", versions[0].clone()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let (c, stop, reads) = (c.clone(), stop.clone(), reads.clone());
+        let (c, stop, reads, etags) = (c.clone(), stop.clone(), reads.clone(), etags.clone());
         readers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let out = c
@@ -1277,18 +1278,15 @@ async fn overwrites_are_atomic() {
                 let etag = unquote(out.e_tag());
                 let data = out.body.collect().await.expect("body").into_bytes();
                 assert_eq!(data.len(), declared);
-                let (expect_len, byte) = if data.len() == old_len {
-                    (old_len, b'o')
-                } else {
-                    (new_len, b'n')
-                };
+                let version = usize::from(data.len() != old_len);
+                let (expect_len, byte) = [(old_len, b'o'), (new_len, b'n')][version];
                 assert_eq!(
                     data.len(),
                     expect_len,
                     "a length other than the old or the new one"
                 );
                 assert!(data.iter().all(|b| *b == byte), "mixed content");
-                assert_eq!(etag, md5_hex(&data), "ETag of another version");
+                assert_eq!(etag, etags[version], "ETag of another version");
                 let head = c
                     .head_object()
                     .bucket("bk1")
@@ -1302,7 +1300,7 @@ async fn overwrites_are_atomic() {
             }
         }));
     }
-    for i in 0..8 {
+    for i in 0..4 {
         put(&c, "bk1", "big/object.bin", versions[(i + 1) % 2].clone()).await;
     }
     stop.store(true, Ordering::Relaxed);

@@ -134,11 +134,26 @@ fi
 
 # PyIceberg's own provisioning (dev/provision.py, with Spark) creates the namespace `default`
 # that test_rest_schema.py writes into; do that one step with PyIceberg itself.
+# A freshly started server may refuse writes (503) until its control plane has a primary;
+# wait for that here, bounded and reported, rather than fail the first tests.
 "$PYTHON" - "$CATALOG_URI" <<'EOF'
 import sys
-from pyiceberg.catalog.rest import RestCatalog
+import time
 
-RestCatalog("provision", uri=sys.argv[1]).create_namespace_if_not_exists("default")
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.exceptions import ServiceUnavailableError
+
+started = time.monotonic()
+while True:
+    try:
+        RestCatalog("provision", uri=sys.argv[1]).create_namespace_if_not_exists("default")
+        break
+    except ServiceUnavailableError as exc:
+        if time.monotonic() - started > 30:
+            sys.exit(f"the catalog still refuses writes after 30 s: {exc}")
+        time.sleep(0.5)
+if (waited := time.monotonic() - started) > 1:
+    print(f"[pyiceberg-upstream] writes were refused (503) for {waited:.1f} s after start", file=sys.stderr)
 EOF
 
 # --- Run ------------------------------------------------------------------------------------

@@ -188,7 +188,15 @@ async fn get_config(State(state): St, q: Params) -> ApiResult<Response> {
     let mut overrides = state.storage_properties.clone();
     overrides.insert("prefix".into(), cat.catalog.name.clone());
     let body = serde_json::json!({
-        "defaults": {},
+        // Capabilities PyIceberg reads from catalog properties.
+        "defaults": {
+            "supports_slash_in_identifier": "true",
+            "supports_dot_in_identifier": "true",
+            "supports_nested_namespaces": "true",
+            "supports_purge_table": "true",
+            "supports_atomic_concurrent_updates": "true",
+            "supports_schema_evolution": "true",
+        },
         "overrides": overrides,
         "endpoints": ENDPOINTS.iter().chain(super::views::VIEW_ENDPOINTS).collect::<Vec<_>>(),
         "idempotency-key-lifetime": state.idempotency.lifetime_iso8601(),

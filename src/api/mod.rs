@@ -16,6 +16,7 @@ use crate::catalog::CatalogService;
 use crate::error::CatalogError;
 use crate::routing::{self, WriteAuthority};
 
+pub mod control;
 pub mod iceberg;
 pub mod idempotency;
 pub mod management;
@@ -103,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(iceberg::router())
         .merge(views::router())
         .merge(management::router())
+        .merge(control::router())
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(unknown_route)
@@ -120,11 +122,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Ready when the store answers and writes have somewhere to go (this region holds the
+/// write lease, or the primary is known and writes are forwarded there).
 async fn ready(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> Result<&'static str, CatalogError> {
     state.catalog.store().current_epoch().await?;
-    Ok("ready")
+    match state.authority.route() {
+        routing::WriteRoute::Unavailable(why) => Err(CatalogError::Unavailable(why)),
+        _ => Ok("ready"),
+    }
 }
 
 async fn unknown_route(req: Request) -> CatalogError {

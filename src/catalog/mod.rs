@@ -23,6 +23,7 @@ use crate::store::{
 
 mod metadata_cache;
 pub mod model;
+mod requirements;
 pub mod views;
 
 pub use metadata_cache::{CachedMetadata, MetadataCache};
@@ -464,6 +465,7 @@ impl CatalogService {
             _ => self.default_location(cat, ns, &req.name),
         };
         let mut properties = req.properties;
+        let format_version = take_format_version(&mut properties)?;
         properties
             .entry("write.object-storage.enabled".into())
             .or_insert_with(|| "true".into());
@@ -474,6 +476,7 @@ impl CatalogService {
             .partition_spec_opt(req.partition_spec)
             .sort_order_opt(req.write_order)
             .properties(properties)
+            .format_version(format_version.unwrap_or(iceberg::spec::FormatVersion::V2))
             .build();
         let metadata = TableMetadataBuilder::from_table_creation(creation)?
             .build()?
@@ -668,7 +671,7 @@ impl CatalogService {
     ) -> Result<Prepared> {
         let base = self.metadata_at(&record.metadata_location).await?;
         for r in requirements {
-            r.check(Some(&base.metadata))?;
+            requirements::check(r, Some(&base.metadata))?;
         }
         let mut builder = TableMetadataBuilder::new_from_metadata(
             (*base.metadata).clone(),
@@ -867,7 +870,7 @@ impl CatalogService {
         updates: Vec<TableUpdate>,
     ) -> Result<LoadedTable> {
         for r in requirements {
-            r.check(None)?;
+            requirements::check(r, None)?;
         }
         if self
             .store
@@ -890,6 +893,23 @@ impl CatalogService {
                 }
                 e => e,
             })
+    }
+}
+
+/// The reserved `format-version` table property chooses the format version at creation and
+/// is not stored as a property (as the reference implementation does).
+fn take_format_version(
+    properties: &mut HashMap<String, String>,
+) -> Result<Option<iceberg::spec::FormatVersion>> {
+    use iceberg::spec::FormatVersion;
+    match properties.remove("format-version").as_deref() {
+        None => Ok(None),
+        Some("1") => Ok(Some(FormatVersion::V1)),
+        Some("2") => Ok(Some(FormatVersion::V2)),
+        Some("3") => Ok(Some(FormatVersion::V3)),
+        Some(other) => Err(CatalogError::bad_request(format!(
+            "Invalid format-version {other:?}: expected 1, 2 or 3"
+        ))),
     }
 }
 
@@ -926,23 +946,41 @@ fn metadata_from_create_updates(
     let mut uuid = None;
     let mut properties = HashMap::new();
     let mut rest = Vec::new();
+    let (mut current_schema_set, mut default_spec_set, mut default_order_set) =
+        (false, false, false);
     for u in updates {
         match u {
             TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s),
-            TableUpdate::SetCurrentSchema { schema_id: -1 } => {}
-            TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s),
-            TableUpdate::SetDefaultSpec { spec_id: -1 } => {}
-            TableUpdate::AddSortOrder { sort_order } if order.is_none() => order = Some(sort_order),
-            TableUpdate::SetDefaultSortOrder { sort_order_id: -1 } => {}
+            TableUpdate::SetCurrentSchema { schema_id: -1 }
+                if schema.is_some() && rest.is_empty() && !current_schema_set =>
+            {
+                current_schema_set = true
+            }
+            TableUpdate::AddSpec { spec: s } if spec.is_none() && rest.is_empty() => spec = Some(s),
+            TableUpdate::SetDefaultSpec { spec_id: -1 }
+                if spec.is_some() && rest.is_empty() && !default_spec_set =>
+            {
+                default_spec_set = true
+            }
+            TableUpdate::AddSortOrder { sort_order } if order.is_none() && rest.is_empty() => {
+                order = Some(sort_order)
+            }
+            TableUpdate::SetDefaultSortOrder { sort_order_id: -1 }
+                if order.is_some() && rest.is_empty() && !default_order_set =>
+            {
+                default_order_set = true
+            }
             TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l),
             TableUpdate::UpgradeFormatVersion { format_version: v } if format_version.is_none() => {
                 format_version = Some(v)
             }
             TableUpdate::AssignUuid { uuid: u } if uuid.is_none() => uuid = Some(u),
-            TableUpdate::SetProperties { updates } => properties.extend(updates),
+            TableUpdate::SetProperties { updates } if rest.is_empty() => properties.extend(updates),
             other => rest.push(other),
         }
     }
+    let from_properties = take_format_version(&mut properties)?;
+    let format_version = format_version.or(from_properties);
     let schema = schema.ok_or_else(|| {
         CatalogError::bad_request("Creating a table requires an add-schema update")
     })?;

@@ -207,7 +207,7 @@ impl<'a> Walker<'a> {
             if key.len() > prefix.len() && key.starts_with(prefix) {
                 if let Some(pos) = key[prefix.len()..].find(delim) {
                     let cp = key[..prefix.len() + pos + delim.len()].to_string();
-                    return Ok(self.emit_prefix_for_dir(cp, &path, key)?);
+                    return self.emit_prefix_for_dir(cp, &path, key);
                 }
             }
         }

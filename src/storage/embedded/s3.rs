@@ -407,7 +407,6 @@ impl S3 for Backend {
         self.blocking(move |s| s.create_bucket(&bucket)).await?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(location),
-            ..Default::default()
         }))
     }
 
@@ -480,19 +479,8 @@ impl S3 for Backend {
         // Fail early, before receiving the body; checked again atomically with the commit.
         {
             let (bucket, key, conditions) = (bucket.clone(), key.clone(), conditions.clone());
-            self.blocking(move |s| {
-                s.check_bucket(&bucket)?;
-                if matches!(conditions.if_none_match, Some(ETagCondition::Any))
-                    && s.exists(&bucket, &key)
-                {
-                    return Err(s3_error!(
-                        PreconditionFailed,
-                        "At least one of the pre-conditions you specified did not hold"
-                    ));
-                }
-                Ok(())
-            })
-            .await?;
+            self.blocking(move |s| s.precheck(&bucket, &key, &conditions))
+                .await?;
         }
 
         if is_marker(&key) {
@@ -1028,22 +1016,55 @@ impl S3 for Backend {
             if_none_match: input.if_none_match,
         };
         let (bucket, key, id) = (input.bucket.clone(), input.key.clone(), input.upload_id);
-        let etag = self
-            .blocking(move |s| {
+        // Fast checks answer with a plain error status...
+        let (dir, info) = {
+            let (bucket, key, parts, conditions) = (
+                bucket.clone(),
+                key.clone(),
+                parts.clone(),
+                conditions.clone(),
+            );
+            self.blocking(move |s| {
                 let (dir, info) = s.load_upload(&bucket, &key, &id)?;
-                let (tmp, etag, _size) = s.assemble(&dir, &parts)?;
-                s.commit(&bucket, &key, tmp, etag.clone(), info.attrs, &conditions)?;
-                if let Err(e) = s.remove_upload(&dir) {
+                s.check_parts(&dir, &parts)?;
+                s.precheck(&bucket, &key, &conditions)?;
+                Ok((dir, info))
+            })
+            .await?
+        };
+        // ...then the parts are assembled while the response (200) keeps the connection
+        // alive with whitespace, as S3 does: a large upload takes longer than the clients'
+        // idle timeouts. A late error comes as an error document in the 200 response.
+        let store = self.store.clone();
+        let future = async move {
+            let (commit_bucket, commit_key) = (bucket.clone(), key.clone());
+            let etag = tokio::task::spawn_blocking(move || {
+                let (tmp, etag, _size) = store.assemble(&dir, &parts)?;
+                store.commit(
+                    &commit_bucket,
+                    &commit_key,
+                    tmp,
+                    etag.clone(),
+                    info.attrs,
+                    &conditions,
+                )?;
+                if let Err(e) = store.remove_upload(&dir) {
                     tracing::warn!(error = %e, "embedded S3: cannot remove a completed upload");
                 }
-                Ok(etag)
+                Ok::<_, S3Error>(etag)
             })
-            .await?;
+            .await
+            .map_err(S3Error::internal_error)??;
+            Ok(CompleteMultipartUploadOutput {
+                location: Some(format!("/{bucket}/{key}")),
+                bucket: Some(bucket),
+                key: Some(key),
+                e_tag: Some(ETag::Strong(etag)),
+                ..Default::default()
+            })
+        };
         Ok(S3Response::new(CompleteMultipartUploadOutput {
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            e_tag: Some(ETag::Strong(etag)),
+            future: Some(Box::pin(future)),
             ..Default::default()
         }))
     }

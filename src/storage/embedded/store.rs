@@ -49,6 +49,8 @@ const MAX_SEGMENT_BYTES: usize = 255;
 pub(super) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 const LOCK_STRIPES: usize = 64;
 const COPY_BUFFER: usize = 1 << 20;
+/// Multipart uploads older than this are removed at start.
+const STALE_UPLOAD: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Logs an unexpected IO error and turns it into a 500.
 pub(super) fn internal(context: &str, e: io::Error) -> S3Error {
@@ -316,6 +318,7 @@ impl Store {
         fs::create_dir_all(&meta_dir)?;
         let uploads_dir = root.join(".uploads");
         fs::create_dir_all(&uploads_dir)?;
+        remove_stale_uploads(&uploads_dir);
         Ok(Store {
             root,
             tmp_dir,
@@ -660,6 +663,21 @@ impl Store {
         }
     }
 
+    /// Checks write preconditions ahead of a write (they are checked again at its commit).
+    pub(super) fn precheck(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: &WriteConditions,
+    ) -> S3Result<()> {
+        self.check_bucket(bucket)?;
+        if conditions.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock(bucket, key);
+        conditions.check(self.current_etag(bucket, key)?.as_deref())
+    }
+
     /// Whether a key exists (cheap check, without ETag).
     pub(super) fn exists(&self, bucket: &str, key: &str) -> bool {
         if is_marker(key) {
@@ -944,25 +962,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Concatenates the listed parts (ascending numbers, optional expected ETags) into a
-    /// fsynced temporary file. Returns it with the multipart ETag and the total size.
-    pub(super) fn assemble(
-        &self,
-        dir: &Path,
-        parts: &[(i32, Option<String>)],
-    ) -> S3Result<(TempPath, String, u64)> {
-        let invalid_part = |number: i32, why: &str| {
-            s3_error!(
-                InvalidPart,
-                "One or more of the specified parts could not be found or did not match: part {number} {why}"
-            )
-        };
-        let etags_match = |expected: &Option<String>, actual: &str| {
-            expected
-                .as_deref()
-                .is_none_or(|e| e.eq_ignore_ascii_case(actual))
-        };
-        // Check every part before copying any: all exist with the listed ETags, then sizes.
+    /// Checks the listed parts (ascending numbers, optional expected ETags) of an upload
+    /// before assembling them: all exist with the listed ETags, and all but the last are
+    /// big enough.
+    pub(super) fn check_parts(&self, dir: &Path, parts: &[(i32, Option<String>)]) -> S3Result<()> {
         let mut sizes = Vec::with_capacity(parts.len());
         for (number, expected) in parts {
             let path = Self::part_path(dir, *number);
@@ -971,7 +974,7 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(invalid_part(*number, "was not uploaded"))
                 }
-                Err(e) => return Err(internal("assemble upload", e)),
+                Err(e) => return Err(internal("check upload parts", e)),
             };
             let mut info_path = path.into_os_string();
             info_path.push(".json");
@@ -994,7 +997,16 @@ impl Store {
                 "Your proposed upload is smaller than the minimum allowed object size: part {number} has {size} bytes"
             ));
         }
+        Ok(())
+    }
 
+    /// Concatenates the listed parts into a fsynced temporary file, checking their ETags.
+    /// Returns it with the multipart ETag and the total size.
+    pub(super) fn assemble(
+        &self,
+        dir: &Path,
+        parts: &[(i32, Option<String>)],
+    ) -> S3Result<(TempPath, String, u64)> {
         let (tmp, file) = self
             .temp_file()
             .map_err(|e| internal("assemble upload", e))?;
@@ -1058,6 +1070,43 @@ impl Store {
         io::copy(&mut src, &mut file).map_err(|e| internal("copy object", e))?;
         file.sync_all().map_err(|e| internal("copy object", e))?;
         Ok(tmp)
+    }
+}
+
+fn invalid_part(number: i32, why: &str) -> S3Error {
+    s3_error!(
+        InvalidPart,
+        "One or more of the specified parts could not be found or did not match: part {number} {why}"
+    )
+}
+
+fn etags_match(expected: &Option<String>, actual: &str) -> bool {
+    expected
+        .as_deref()
+        .is_none_or(|e| e.eq_ignore_ascii_case(actual))
+}
+
+/// Removes the multipart uploads started more than [`STALE_UPLOAD`] ago (never completed
+/// nor aborted: a client crashed), and unreadable ones.
+fn remove_stale_uploads(uploads_dir: &Path) {
+    let Ok(entries) = fs::read_dir(uploads_dir) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    for entry in entries.flatten() {
+        let started = fs::read(entry.path().join("upload.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UploadInfo>(&b).ok())
+            .map(|u| u.initiated_secs);
+        let stale = started.is_none_or(|t| now.saturating_sub(t) > STALE_UPLOAD.as_secs());
+        if stale {
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(error = %e, path = %entry.path().display(), "embedded S3: cannot remove a stale upload");
+            }
+        }
     }
 }
 

@@ -1,0 +1,156 @@
+//! `pangolin admin`: the operator CLI over a catalog node's management API.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+/// `pangolin admin <area> <verb>`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Control plane: which region is primary, switchover, failover.
+    #[command(subcommand)]
+    Control(ControlCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Voters' view of the deployment: epoch, primary, lease, regions, history.
+    Status,
+    /// Planned switchover: fence the primary, wait for the target, flip (no acknowledged write lost).
+    Switchover {
+        /// Region to make primary.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unplanned failover to a region (the old primary may be unreachable).
+    Failover {
+        #[arg(long)]
+        to: String,
+        /// Fail over even when the target lags beyond the configured bound.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// Runs one admin command against `endpoint`; prints JSON with `json`, a summary otherwise.
+pub async fn run(endpoint: &str, json_out: bool, cmd: AdminCommand) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let base = endpoint.trim_end_matches('/');
+    let (answer, kind) = match cmd {
+        AdminCommand::Control(ControlCommand::Status) => (
+            call(http.get(format!("{base}/api/v1/control/status"))).await?,
+            "status",
+        ),
+        AdminCommand::Control(ControlCommand::Switchover { to, reason }) => (
+            call(
+                http.post(format!("{base}/api/v1/control/switchover"))
+                    .json(&json!({"to": to, "reason": reason, "actor": actor()})),
+            )
+            .await?,
+            "switchover",
+        ),
+        AdminCommand::Control(ControlCommand::Failover { to, force, reason }) => (
+            call(
+                http.post(format!("{base}/api/v1/control/failover"))
+                    .json(&json!({"to": to, "force": force, "reason": reason, "actor": actor()})),
+            )
+            .await?,
+            "failover",
+        ),
+    };
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print_control(kind, &answer);
+    }
+    Ok(())
+}
+
+fn actor() -> String {
+    std::env::var("USER").map_or_else(|_| "operator".into(), |u| format!("operator:{u}"))
+}
+
+async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let resp = req
+        .send()
+        .await
+        .context("cannot reach the catalog endpoint")?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no error message");
+        bail!("{status}: {msg}");
+    }
+    Ok(body)
+}
+
+fn print_control(kind: &str, answer: &Value) {
+    let c = &answer["control"];
+    if kind != "status" {
+        println!("{kind} done.");
+    }
+    println!(
+        "primary: {}   epoch: {}",
+        c["primary"]
+            .as_str()
+            .unwrap_or("(none: switchover in progress)"),
+        c["epoch"]
+    );
+    if let Some(leader) = c.get("leader") {
+        println!("control-plane leader: voter {leader}");
+    }
+    match c["lease"].as_object() {
+        Some(l) => println!(
+            "write lease: {} (epoch {}) held by {}, expires at {} ms",
+            l["region"].as_str().unwrap_or("?"),
+            l["epoch"],
+            l["holder"].as_str().unwrap_or("?"),
+            l["expires_at_ms"]
+        ),
+        None => println!("write lease: none"),
+    }
+    if let Some(regions) = c["regions"].as_object() {
+        for (name, r) in regions {
+            println!(
+                "  region {name}: voter {}  last lease {}",
+                r["endpoint"].as_str().unwrap_or("-"),
+                r["last_lease_at_ms"]
+            );
+        }
+    }
+    if let Some(history) = c["history"].as_array() {
+        for h in history {
+            println!(
+                "  history: {} -> {} epoch {} ({}) by {}: {}",
+                h["from"].as_str().unwrap_or("-"),
+                h["to"].as_str().unwrap_or("-"),
+                h["epoch"],
+                if h["planned"].as_bool() == Some(true) {
+                    "planned"
+                } else {
+                    "unplanned"
+                },
+                h["actor"].as_str().unwrap_or("-"),
+                h["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(node) = answer.get("node") {
+        println!(
+            "this node: region {} epoch {} writes {}",
+            node["region"].as_str().unwrap_or("?"),
+            node["epoch"],
+            node["route"]["writes"].as_str().unwrap_or("?")
+        );
+    }
+}
