@@ -294,6 +294,33 @@ async fn leader_is_elected_and_every_voter_answers_the_same_state() {
         assert_eq!((s.epoch, s.primary.as_deref()), (1, Some(US)), "voter {i}");
         assert_eq!(s, state, "voter {i} answers the leader's state");
     }
+    // Writes through any voter (followers forward to the leader).
+    for i in 0..3 {
+        let res = http
+            .post(format!("http://{}/control/v1/lease", cluster.addr(i)))
+            .json(&serde_json::json!({"region": US, "epoch": 1, "holder": format!("n{i}")}))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .expect("lease request");
+        assert!(res.status().is_success(), "voter {i}: {}", res.status());
+        let answer: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(answer["granted"], true, "voter {i}: {answer}");
+        assert_eq!(answer["lease_ms"], LEASE_MS);
+    }
+    let res = http
+        .post(format!("http://{}/control/v1/lease", cluster.addr(1)))
+        .json(&serde_json::json!({"region": EU, "epoch": 1, "holder": "x"}))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("lease request");
+    let answer: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(
+        answer["granted"], false,
+        "a secondary gets no lease: {answer}"
+    );
+    assert_eq!(answer["primary"], US);
     cluster.stop().await;
 }
 
@@ -454,6 +481,11 @@ async fn restarted_voter_recovers_from_disk_and_catches_up() {
         },
     )
     .await;
+    let installed = restarted.raft().metrics().borrow().snapshot;
+    assert!(
+        installed.is_some_and(|s| s.index >= applied),
+        "the restarted voter caught up through the leader's snapshot: {installed:?}"
+    );
     let leader_state = client.state().await.expect("state");
     wait_until("identical states", Duration::from_secs(5), || {
         (cluster.voter(follower).local_state() == leader_state).then_some(())
@@ -539,6 +571,9 @@ async fn two_leases_are_never_valid_at_once_through_switchover_failover_and_lead
     .await;
     assert_eq!(e1, 1);
     assert!(eu.current().is_none());
+    // Steady state: renewals every lease/3 while eu-west-1 keeps being refused.
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
+    assert!(us.current().is_some() && eu.current().is_none());
 
     // Planned switchover.
     let client = cluster.client(None);
@@ -555,6 +590,9 @@ async fn two_leases_are_never_valid_at_once_through_switchover_failover_and_lead
     .await;
     assert_eq!(e2, e1 + 1, "eu-west-1 is granted the next epoch");
     assert!(us.current().is_none());
+    assert_eq!(us.known().borrow().primary.as_deref(), Some(EU));
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
+    assert!(eu.current().is_some() && us.current().is_none());
 
     // Unplanned failover back.
     let t = Instant::now();

@@ -827,6 +827,99 @@ async fn multipart_upload() {
     ep.stop().await;
 }
 
+async fn upload_parts(c: &Client, key: &str, parts: &[Vec<u8>]) -> (String, Vec<CompletedPart>) {
+    let id = c
+        .create_multipart_upload()
+        .bucket("bk1")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let uploads = parts.iter().enumerate().map(|(i, body)| {
+        let (c, id) = (c.clone(), id.clone());
+        let body = body.clone();
+        async move {
+            let out = c
+                .upload_part()
+                .bucket("bk1")
+                .key(key)
+                .upload_id(&id)
+                .part_number(i as i32 + 1)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+            CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(out.e_tag().unwrap())
+                .build()
+        }
+    });
+    let completed = futures::future::join_all(uploads).await;
+    (id, completed)
+}
+
+async fn complete(
+    c: &Client,
+    key: &str,
+    id: &str,
+    parts: Vec<CompletedPart>,
+) -> Result<
+    String,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError,
+    >,
+> {
+    c.complete_multipart_upload()
+        .bucket("bk1")
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map(|out| unquote(out.e_tag()))
+}
+
+/// A large upload completes behind keep-alive whitespace; a part changed on disk after its
+/// upload is found while assembling: before the response for a small upload (InvalidPart),
+/// after the 200 status for a large one (an error document in the 200 response).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_keep_alive_and_late_errors() {
+    let ep = Endpoint::start().await;
+    let c = ep.client();
+    c.create_bucket().bucket("bk1").send().await.unwrap();
+
+    let big: Vec<Vec<u8>> = (0..4).map(|i| pattern(5 * MIB, i)).collect();
+    let (id, parts) = upload_parts(&c, "big/one", &big).await;
+    let etag = complete(&c, "big/one", &id, parts).await.expect("complete");
+    assert!(etag.ends_with("-4"), "{etag}");
+    assert_eq!(get(&c, "bk1", "big/one").await, big.concat());
+
+    let small = [pattern(1000, 1)];
+    let (id, parts) = upload_parts(&c, "small/tampered", &small).await;
+    let part = ep.root().join(".uploads").join(&id).join("part-00001");
+    std::fs::write(&part, pattern(1000, 2)).unwrap();
+    let err = complete(&c, "small/tampered", &id, parts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidPart"), "{err:?}");
+
+    let (id, parts) = upload_parts(&c, "big/tampered", &big).await;
+    let part = ep.root().join(".uploads").join(&id).join("part-00002");
+    std::fs::write(&part, pattern(5 * MIB, 9)).unwrap();
+    assert!(complete(&c, "big/tampered", &id, parts).await.is_err());
+
+    assert_eq!(list_keys(&c, "bk1", "").await, ["big/one"]);
+    ep.stop().await;
+}
+
 #[tokio::test]
 async fn copy_object() {
     let ep = Endpoint::start().await;
@@ -1399,13 +1492,13 @@ fs = pafs.S3FileSystem(
 base = "warehouse/690c/ns/inner/t-80507f7773a346acb20e8b5c0215f139/data/1101/0111/1001/11001110"
 path = base + "/00000-0-ea777771-213e-48e1-a176-0bac66ad59b5.parquet"
 
-# > 10 MiB through open_output_stream: a multipart upload.
+# > 16 MiB through open_output_stream: a multipart upload, completed behind keep-alive.
 chunk = bytes(range(256)) * 4096  # 1 MiB
 with fs.open_output_stream(path) as f:
-    for i in range(11):
+    for i in range(21):
         f.write(chunk)
     f.write(b"tail")
-size = 11 * len(chunk) + 4
+size = 21 * len(chunk) + 4
 info = fs.get_file_info(path)
 assert info.type == pafs.FileType.File, info
 assert info.size == size, (info.size, size)
@@ -1415,7 +1508,7 @@ with fs.open_input_file(path) as f:
     assert f.read(6) == chunk[-3:] + chunk[:3]
 with fs.open_input_stream(path) as f:
     data = f.read()
-assert data == chunk * 11 + b"tail"
+assert data == chunk * 21 + b"tail"
 
 # A small file, directories, listing.
 with fs.open_output_stream(base + "/small.txt") as f:

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{
@@ -151,12 +151,16 @@ pub struct SnapshotRequest {
     pub data: Vec<u8>,
 }
 
+/// Largest Raft RPC body accepted (a whole snapshot travels in one request).
+const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The axum routes answering Raft RPC for `raft`.
 pub fn raft_router(raft: ControlRaft) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(raft)
 }
 

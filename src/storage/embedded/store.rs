@@ -678,15 +678,6 @@ impl Store {
         conditions.check(self.current_etag(bucket, key)?.as_deref())
     }
 
-    /// Whether a key exists (cheap check, without ETag).
-    pub(super) fn exists(&self, bucket: &str, key: &str) -> bool {
-        if is_marker(key) {
-            self.marker_exists(bucket, key)
-        } else {
-            self.object_path(bucket, key).is_file()
-        }
-    }
-
     // ---- writes ---------------------------------------------------------------------------
 
     /// Moves a complete, fsynced temporary file into place as `key`, after writing its
@@ -964,8 +955,8 @@ impl Store {
 
     /// Checks the listed parts (ascending numbers, optional expected ETags) of an upload
     /// before assembling them: all exist with the listed ETags, and all but the last are
-    /// big enough.
-    pub(super) fn check_parts(&self, dir: &Path, parts: &[(i32, Option<String>)]) -> S3Result<()> {
+    /// big enough. Returns the total size.
+    pub(super) fn check_parts(&self, dir: &Path, parts: &[(i32, Option<String>)]) -> S3Result<u64> {
         let mut sizes = Vec::with_capacity(parts.len());
         for (number, expected) in parts {
             let path = Self::part_path(dir, *number);
@@ -997,7 +988,7 @@ impl Store {
                 "Your proposed upload is smaller than the minimum allowed object size: part {number} has {size} bytes"
             ));
         }
-        Ok(())
+        Ok(sizes.iter().map(|(_, size)| size).sum())
     }
 
     /// Concatenates the listed parts into a fsynced temporary file, checking their ETags.
