@@ -208,17 +208,24 @@ if ! "$PYTHON" -c "import importlib.metadata as m, sys; sys.exit(m.version('pyic
 fi
 
 # --- PyIceberg's source distribution (its tests/ are not in the wheel) ---------------------
-if [[ ! -f $SRC/tests/integration/test_catalog.py || ! -f $SRC/tests/conftest.py ]]; then
-  log "unpacking pyiceberg $PYICEBERG_VERSION sources into $SRC_CACHE"
+# The tests run from the unpacked root (they import `tests.conftest`), which puts that root
+# first on sys.path: its `pyiceberg/` sources must not be there, or they would shadow the
+# installed wheel (and its compiled Avro decoder, without which reading a manifest warns and
+# `filterwarnings = error` fails the test). The unpack leaves them out.
+if [[ ! -f $SRC/tests/integration/test_catalog.py || ! -f $SRC/tests/conftest.py || -e $SRC/pyiceberg ]]; then
+  log "unpacking pyiceberg $PYICEBERG_VERSION tests into $SRC"
   mkdir -p "$SRC_CACHE"
   sdist=$SRC_CACHE/pyiceberg-$PYICEBERG_VERSION.tar.gz
   if [[ ! -f $sdist ]]; then
     # Only pyiceberg itself must be a source distribution; its build requirements may be wheels.
     "$PYTHON" -m pip download --quiet --no-deps --no-binary pyiceberg "pyiceberg==$PYICEBERG_VERSION" -d "$SRC_CACHE"
   fi
-  rm -rf "$SRC.tmp" && mkdir -p "$SRC.tmp"
-  tar -xzf "$sdist" -C "$SRC.tmp"
-  rm -rf "$SRC" && mv "$SRC.tmp/pyiceberg-$PYICEBERG_VERSION" "$SRC" && rm -rf "$SRC.tmp"
+  unpack=$(mktemp -d "$SRC_CACHE/unpack.XXXXXX")
+  tar -xzf "$sdist" -C "$unpack" --exclude="pyiceberg-$PYICEBERG_VERSION/pyiceberg"
+  # Swap directories so that a concurrent run sees either the old or the new tree.
+  [[ ! -e $SRC ]] || mv "$SRC" "$unpack/old"
+  mv "$unpack/pyiceberg-$PYICEBERG_VERSION" "$SRC"
+  rm -rf "$unpack"
 fi
 
 # --- Packages the upstream conftest and test modules import at module level ---------------
@@ -298,15 +305,16 @@ EOF
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pyiceberg-upstream.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# The stand-in for the `spark` fixture (SPARK_STANDIN above). A pytest plugin: it answers the
-# setup of `spark` for the listed tests only; any other test that asks for `spark` gets the
-# real fixture (and fails without a Spark Connect server, which is why those are deselected).
+# The stand-in for the `spark` fixture (SPARK_STANDIN above), as a pytest plugin. After the
+# deselection it checks that every test still selected that asks for `spark` is listed in
+# SPARK_STANDIN, and stops the run otherwise; it then answers every setup of `spark` with an
+# object that raises on any use.
 cat >"$WORK/pangolin_spark_standin.py" <<'EOF'
 import os
 
 import pytest
 
-_TESTS = set(os.environ.get("PANGOLIN_SPARK_STANDIN", "").split())
+_ALLOWED = set(os.environ.get("PANGOLIN_SPARK_STANDIN", "").split())
 
 
 class NoSpark:
@@ -319,12 +327,27 @@ class NoSpark:
         return "NoSpark()"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if config.option.collectonly:  # the script's own listing, before it deselects anything
+        return
+    unexpected = [
+        item.nodeid
+        for item in items
+        if "spark" in getattr(item, "fixturenames", ()) and item.nodeid.split("[", 1)[0] not in _ALLOWED
+    ]
+    if unexpected:
+        raise pytest.UsageError(
+            "selected tests ask for Spark; deselect them or list them in SPARK_STANDIN:\n  " + "\n  ".join(unexpected)
+        )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_fixture_setup(fixturedef, request):
-    if fixturedef.argname != "spark" or request.node.nodeid.split("[", 1)[0] not in _TESTS:
+    if fixturedef.argname != "spark":
         return None
-    # `spark` is session scoped: cache the stand-in the way pytest's own setup does, so that
-    # its teardown and the next request see a set-up fixture.
+    # Cache the stand-in the way pytest's own setup does, so that later requests of this
+    # session-scoped fixture and its teardown see a set-up fixture.
     result = NoSpark()
     fixturedef.cached_result = (result, fixturedef.cache_key(request), None)
     return result

@@ -1,10 +1,12 @@
 """Schemathesis hooks for the spec-conformance fuzz run (loaded through SCHEMATHESIS_HOOKS).
 
-Two things only, each documented in docs/spec-coverage.md:
+Three things, each documented in docs/spec-coverage.md:
 
 1. `before_load_schema`: one correction of a contradiction inside the spec (error bodies of
    the view operations).
-2. `before_call`: a client obligation the spec states (a fresh Idempotency-Key per
+2. `before_add_examples`: semantically valid requests (valid_requests.py) so success responses
+   are checked too.
+3. `before_call`: a client obligation the spec states (a fresh Idempotency-Key per
    operation).
 
 Nothing here filters failures or rewrites server responses.
@@ -18,6 +20,9 @@ import time
 import uuid
 
 import schemathesis
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import valid_requests  # noqa: E402  (tests/fuzz/valid_requests.py)
 
 IDEMPOTENCY_KEY = "idempotency-key"
 ERROR_MODEL = "#/components/schemas/ErrorModel"
@@ -71,6 +76,16 @@ def _uuid7() -> str:
     value |= 0b10 << 62  # RFC 4122/9562 variant
     value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
     return str(uuid.UUID(int=value))
+
+
+@schemathesis.hook
+def before_add_examples(context, examples):
+    """Append the valid requests of valid_requests.py for this operation to the examples phase."""
+    operation = context.operation
+    if operation is None:
+        return
+    for kwargs in valid_requests.examples_for(operation.label):
+        examples.append(operation.Case(**kwargs))
 
 
 @schemathesis.hook
