@@ -21,6 +21,7 @@ use crate::store::{
     NAMESPACE_SEPARATOR,
 };
 
+mod fresh_ids;
 mod metadata_cache;
 pub mod model;
 mod requirements;
@@ -478,9 +479,11 @@ impl CatalogService {
             .properties(properties)
             .format_version(format_version.unwrap_or(iceberg::spec::FormatVersion::V2))
             .build();
-        let metadata = TableMetadataBuilder::from_table_creation(creation)?
-            .build()?
-            .metadata;
+        let metadata = fresh_ids::renumber_like_reference(
+            TableMetadataBuilder::from_table_creation(creation)?
+                .build()?
+                .metadata,
+        )?;
         if req.stage_create {
             return Ok(CreatedTable::Staged(Arc::new(CachedMetadata::new(
                 metadata, None,
