@@ -106,8 +106,19 @@ fn print_control(kind: &str, answer: &Value) {
             .unwrap_or("(none: switchover in progress)"),
         c["epoch"]
     );
-    if let Some(leader) = c.get("leader") {
-        println!("control-plane leader: voter {leader}");
+    if let Some(cluster) = answer.get("cluster").filter(|c| !c.is_null()) {
+        println!(
+            "control-plane leader: voter {} (term {})",
+            cluster["leader"], cluster["term"]
+        );
+        for v in cluster["voters"].as_array().into_iter().flatten() {
+            println!(
+                "  voter {} {} at {}",
+                v["id"],
+                v["region"].as_str().unwrap_or("?"),
+                v["address"].as_str().unwrap_or("?")
+            );
+        }
     }
     match c["lease"].as_object() {
         Some(l) => println!(

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use pangolin::config::{ControlSection, VoterSection};
 use pangolin::control::{
-    ControlClient, ControlPlane, ControlPlaneOptions, ControlState, LeaseGrant, LinkFaults, NodeId,
-    WriteLease, WriteLeaseConfig,
+    ClientError, ControlClient, ControlPlane, ControlPlaneOptions, ControlState, LeaseGrant,
+    LinkFaults, LinkMode, NodeId, WriteLease, WriteLeaseConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -447,23 +447,25 @@ async fn restarted_voter_recovers_from_disk_and_catches_up() {
         let a = client.renew_lease(EU, 2, "n2").await.expect("lease");
         assert!(a.granted, "{a:?}");
     }
-    let raft = cluster.voter(leader).raft().clone();
-    raft.trigger().snapshot().await.expect("snapshot");
-    let applied = wait_until("a snapshot", Duration::from_secs(5), || {
-        let m = raft.metrics().borrow().clone();
-        m.snapshot
-            .filter(|s| Some(*s) == m.last_applied)
-            .map(|s| s.index)
-    })
-    .await;
-    raft.trigger().purge_log(applied).await.expect("purge");
-    wait_until("the purge", Duration::from_secs(5), || {
-        raft.metrics()
-            .borrow()
-            .purged
-            .filter(|p| p.index >= applied)
-    })
-    .await;
+    // Snapshot and purge on both running voters, so whichever leads must send a snapshot.
+    let mut applied = u64::MAX;
+    for i in (0..3).filter(|&i| i != follower) {
+        let raft = cluster.voter(i).raft().clone();
+        raft.trigger().snapshot().await.expect("snapshot");
+        let index = wait_until("a snapshot", Duration::from_secs(5), || {
+            let m = raft.metrics().borrow().clone();
+            m.snapshot
+                .filter(|s| Some(*s) == m.last_applied)
+                .map(|s| s.index)
+        })
+        .await;
+        raft.trigger().purge_log(index).await.expect("purge");
+        wait_until("the purge", Duration::from_secs(5), || {
+            raft.metrics().borrow().purged.filter(|p| p.index >= index)
+        })
+        .await;
+        applied = applied.min(index);
+    }
 
     // The follower restarts from its own disk (its earlier state), then catches up.
     cluster.restart(follower).await;
@@ -481,11 +483,16 @@ async fn restarted_voter_recovers_from_disk_and_catches_up() {
         },
     )
     .await;
-    let installed = restarted.raft().metrics().borrow().snapshot;
-    assert!(
-        installed.is_some_and(|s| s.index >= applied),
-        "the restarted voter caught up through the leader's snapshot: {installed:?}"
-    );
+    // It could only get there through the leader's snapshot (the log before it is purged).
+    wait_until("the installed snapshot", Duration::from_secs(5), || {
+        restarted
+            .raft()
+            .metrics()
+            .borrow()
+            .snapshot
+            .filter(|s| s.index >= applied)
+    })
+    .await;
     let leader_state = client.state().await.expect("state");
     wait_until("identical states", Duration::from_secs(5), || {
         (cluster.voter(follower).local_state() == leader_state).then_some(())
@@ -590,7 +597,11 @@ async fn two_leases_are_never_valid_at_once_through_switchover_failover_and_lead
     .await;
     assert_eq!(e2, e1 + 1, "eu-west-1 is granted the next epoch");
     assert!(us.current().is_none());
-    assert_eq!(us.known().borrow().primary.as_deref(), Some(EU));
+    let known = us.known();
+    wait_until("us-east-1 to learn the new primary", lease_wait, || {
+        (known.borrow().primary.as_deref() == Some(EU)).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
     assert!(eu.current().is_some() && us.current().is_none());
 
@@ -792,6 +803,26 @@ async fn history_records_switchovers_and_unknown_regions_are_refused() {
         (3, 2),
         "refusals changed nothing"
     );
+
+    // A slow voter and a dropped link: the client gives up on each within its timeout and
+    // gets its answer from the next voter.
+    const SLOW_CLIENT: NodeId = 200;
+    cluster
+        .faults
+        .set_link(SLOW_CLIENT, 1, LinkMode::Delay { ms: 2000 });
+    cluster.faults.set_link(SLOW_CLIENT, 2, LinkMode::Drop);
+    let slow = cluster.client(Some(SLOW_CLIENT));
+    let t = Instant::now();
+    let s = slow.state().await.expect("state through voter 3");
+    assert_eq!(s.epoch, 3);
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    cluster.faults.set_link(SLOW_CLIENT, 3, LinkMode::Drop);
+    let err = slow.state().await.expect_err("every link is down");
+    assert!(matches!(err, ClientError::Unavailable(_)), "{err}");
     cluster.stop().await;
 }
 
@@ -813,11 +844,22 @@ async fn primary_without_lease_is_failed_over_automatically() {
     let client = &cluster.client(None);
     assert_eq!(client.state().await.expect("state").epoch, 1);
 
-    let stopped_at = Instant::now();
+    // The primary's node stops; eu-west-1 has no node running yet: no target, no failover.
     us.stop().await;
+    tokio::time::sleep(Duration::from_millis(AFTER_MS + LEASE_MS + 500)).await;
+    let s = client.state().await.expect("state");
+    assert_eq!(
+        (s.epoch, s.primary.as_deref()),
+        (1, Some(US)),
+        "no failover to a region without live nodes"
+    );
+
+    // eu-west-1's node comes up (and polls for a lease): the failover follows.
+    let stopped_at = Instant::now();
+    let eu = cluster.write_lease(EU, EU_NODE);
     let s = wait_for(
         "the automatic failover",
-        Duration::from_millis(AFTER_MS + LEASE_MS + 3000),
+        Duration::from_millis(LEASE_MS + 3000),
         || async move {
             client
                 .state()
@@ -827,11 +869,18 @@ async fn primary_without_lease_is_failed_over_automatically() {
         },
     )
     .await;
-    println!("automatic failover after {:?}", stopped_at.elapsed());
+    println!(
+        "automatic failover {:?} after eu-west-1's node came up",
+        stopped_at.elapsed()
+    );
     let ev = s.history.last().expect("event");
     assert_eq!(
         (ev.actor.as_str(), ev.planned, ev.epoch),
         ("auto", false, 2)
     );
+    wait_until("the eu-west-1 lease", Duration::from_secs(3), || {
+        eu.current().filter(|(e, _)| *e == 2)
+    })
+    .await;
     cluster.stop().await;
 }

@@ -40,7 +40,9 @@ fn control_err(e: ClientError) -> CatalogError {
 
 /// The control-plane state (linearizable read) plus this node's own view.
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, CatalogError> {
-    let control = client(&state)?.state().await.map_err(control_err)?;
+    let client = client(&state)?;
+    let control = client.state().await.map_err(control_err)?;
+    let cluster = client.cluster().await.ok();
     let route = match state.authority.route() {
         WriteRoute::Local => json!({"writes": "local"}),
         WriteRoute::Forward {
@@ -53,6 +55,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Catal
     };
     Ok(Json(json!({
         "control": control,
+        "cluster": cluster,
         "node": {
             "region": state.region,
             "epoch": state.authority.epoch(),

@@ -196,6 +196,7 @@ fn forwarded(headers: &HeaderMap) -> bool {
 pub(super) fn control_router(voter: Arc<Voter>) -> Router {
     Router::new()
         .route("/control/v1/state", get(state))
+        .route("/control/v1/cluster", get(cluster))
         .route("/control/v1/lease", post(lease))
         .route("/control/v1/switchover", post(switchover))
         .route("/control/v1/failover", post(failover))
@@ -207,6 +208,26 @@ async fn state(
     headers: HeaderMap,
 ) -> Result<Json<ControlState>, ControlError> {
     voter.state(forwarded(&headers)).await.map(Json)
+}
+
+/// This voter's local view of the Raft cluster: its id, the leader it follows, the term and
+/// the voter set. Not linearizable (each voter answers for itself); for drills and status.
+async fn cluster(State(voter): State<Arc<Voter>>) -> Json<serde_json::Value> {
+    let metrics = voter.raft.metrics().borrow().clone();
+    let voters: Vec<serde_json::Value> = voter
+        .section
+        .voters
+        .iter()
+        .map(|v| serde_json::json!({"id": v.id, "region": v.region, "address": v.address}))
+        .collect();
+    Json(serde_json::json!({
+        "id": voter.id,
+        "leader": metrics.current_leader,
+        "term": metrics.current_term,
+        "state": format!("{:?}", metrics.state),
+        "last_applied": metrics.last_applied.map(|l| l.index),
+        "voters": voters,
+    }))
 }
 
 async fn lease(

@@ -125,6 +125,12 @@ impl ControlClient {
             .await
     }
 
+    /// One reachable voter's view of the cluster (id, leader, term, voters).
+    pub async fn cluster(&self) -> Result<serde_json::Value, ClientError> {
+        self.call::<(), _>("/control/v1/cluster", Verb::Get, self.timeout)
+            .await
+    }
+
     /// Asks for (or renews) the write lease of `region`. `epoch` is the epoch the node
     /// believes current; a refusal answers the current one.
     pub async fn renew_lease(
@@ -184,6 +190,27 @@ impl ControlClient {
         .await
     }
 
+    /// One request to voter `idx`: its status and body.
+    async fn attempt<B: Serialize>(
+        &self,
+        idx: usize,
+        path: &str,
+        verb: &Verb<'_, B>,
+    ) -> Result<(u16, bytes::Bytes), String> {
+        if let (Some((faults, me)), Some(Some(id))) = (&self.faults, self.voter_ids.get(idx)) {
+            faults.pass(*me, *id).await.map_err(|e| e.to_string())?;
+        }
+        let url = format!("http://{}{path}", self.voters[idx]);
+        let req = match verb {
+            Verb::Get => self.http.get(url),
+            Verb::Post(body) => self.http.post(url).json(body),
+        };
+        let res = req.send().await.map_err(|e| e.to_string())?;
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, bytes))
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -199,29 +226,16 @@ impl ControlClient {
         for i in 0..n {
             let idx = (first + i) % n;
             let addr = &self.voters[idx];
-            if let (Some((faults, me)), Some(Some(id))) = (&self.faults, self.voter_ids.get(idx)) {
-                if let Err(e) = faults.pass(*me, *id).await {
+            // The whole attempt, an injected delay included, is bounded by `timeout`.
+            let attempt = tokio::time::timeout(timeout, self.attempt(idx, path, &verb));
+            let (status, bytes) = match attempt.await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
                     failures.push(format!("{addr}: {e}"));
                     continue;
                 }
-            }
-            let url = format!("http://{addr}{path}");
-            let req = match &verb {
-                Verb::Get => self.http.get(url),
-                Verb::Post(body) => self.http.post(url).json(body),
-            };
-            let res = match req.timeout(timeout).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    failures.push(format!("{addr}: {e}"));
-                    continue;
-                }
-            };
-            let status = res.status().as_u16();
-            let bytes = match res.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    failures.push(format!("{addr}: {e}"));
+                Err(_) => {
+                    failures.push(format!("{addr}: no answer within {timeout:?}"));
                     continue;
                 }
             };

@@ -20,7 +20,7 @@
 //! cluster membership initialised from the configured voters on first start, and a leader
 //! loop that proposes the initial state, resumes a switchover left unfinished by a previous
 //! leader and, when `auto_failover_after_ms > 0`, fails over a primary that held no lease
-//! for that long.
+//! for that long to another catalog region whose nodes asked for a lease recently.
 
 pub mod api;
 pub mod client;
@@ -30,7 +30,7 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -162,6 +162,9 @@ pub(crate) struct Voter {
     /// Since when this voter leads, and since when it has seen the current primary.
     leader_since: Mutex<Option<Instant>>,
     primary_seen: Mutex<Option<(String, Instant)>>,
+    /// When this voter (as leader) last answered a lease request of each region: the
+    /// regions whose catalog nodes are alive, as seen from here.
+    lease_requests: Mutex<HashMap<String, Instant>>,
 }
 
 /// One running control-plane voter.
@@ -285,20 +288,17 @@ impl ControlPlane {
             admin: tokio::sync::Mutex::new(()),
             leader_since: Mutex::new(None),
             primary_seen: Mutex::new(None),
+            lease_requests: Mutex::new(HashMap::new()),
         });
 
-        let stop = shutdown.child_token();
-        let router = network::raft_router(raft.clone()).merge(api::control_router(voter.clone()));
-        let server_stop = stop.clone();
-        let server = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(server_stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "control plane server failed");
+        let initialized = match raft.is_initialized().await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = raft.shutdown().await;
+                return Err(e.into());
             }
-        });
-
-        if !raft.is_initialized().await? {
+        };
+        if !initialized {
             let members: BTreeMap<NodeId, BasicNode> = section
                 .voters
                 .iter()
@@ -310,6 +310,17 @@ impl ControlPlane {
                 tracing::info!(voter = id, error = %e, "raft membership already initialised");
             }
         }
+
+        let stop = shutdown.child_token();
+        let router = network::raft_router(raft.clone()).merge(api::control_router(voter.clone()));
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(server_stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "control plane server failed");
+            }
+        });
 
         let leader_loop = tokio::spawn(leader_loop(voter.clone(), stop.clone()));
         let sup_stop = stop.clone();
@@ -466,26 +477,32 @@ impl Voter {
         body: Option<&B>,
         timeout: Duration,
     ) -> Result<T, ControlError> {
-        self.faults
-            .pass(self.id, leader)
-            .await
-            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
-        let url = format!("http://{addr}{path}");
-        let req = match body {
-            Some(b) => self.http.post(url).json(b),
-            None => self.http.get(url),
+        let unavailable =
+            |e: String| ControlError::Unavailable(format!("leader {leader} at {addr}: {e}"));
+        let attempt = async {
+            self.faults
+                .pass(self.id, leader)
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = format!("http://{addr}{path}");
+            let req = match body {
+                Some(b) => self.http.post(url).json(b),
+                None => self.http.get(url),
+            };
+            let res = req
+                .header(api::FORWARDED_HEADER, self.id.to_string())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = res.status().as_u16();
+            let bytes = res.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, bytes))
         };
-        let res = req
-            .header(api::FORWARDED_HEADER, self.id.to_string())
-            .timeout(timeout)
-            .send()
+        // The whole forward, an injected delay included, is bounded by `timeout`.
+        let (status, bytes) = tokio::time::timeout(timeout, attempt)
             .await
-            .map_err(|e| ControlError::Unavailable(format!("leader {leader} at {addr}: {e}")))?;
-        let status = res.status().as_u16();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| ControlError::Unavailable(format!("leader {leader} at {addr}: {e}")))?;
+            .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
+            .map_err(unavailable)?;
         if (200..300).contains(&status) {
             serde_json::from_slice(&bytes)
                 .map_err(|e| ControlError::Internal(format!("leader answer: {e}")))
@@ -576,7 +593,24 @@ impl Voter {
         }
     }
 
+    /// Grants through a Raft write; a request the applied state refuses anyway (a secondary
+    /// region, a stale epoch, a fenced primary) is answered from that state without one.
+    /// A refusal is always safe, even from a view that is a little stale.
     async fn lease_local(&self, req: &LeaseRequest) -> Result<LeaseAnswer, ControlError> {
+        if let Ok(mut seen) = self.lease_requests.lock() {
+            seen.insert(req.region.clone(), Instant::now());
+        }
+        let st = self.sm.local_state();
+        if let Some(reason) = st.lease_refusal(&req.region, req.epoch) {
+            return Ok(LeaseAnswer {
+                granted: false,
+                epoch: st.epoch,
+                primary: st.primary,
+                lease_ms: self.timing.lease_ms,
+                expires_at_ms: None,
+                reason: Some(reason),
+            });
+        }
         let res = self
             .propose(ControlCommand::GrantLease {
                 region: req.region.clone(),
@@ -850,11 +884,22 @@ impl Voter {
         if silent < Duration::from_millis(after) {
             return Ok(());
         }
+        // Only to a region whose catalog nodes asked for a lease recently (they poll even
+        // while secondary): failing over to a region without nodes would stop all writes.
+        let alive_within = Duration::from_millis(after.max(self.timing.lease_ms));
+        let alive = |region: &str| {
+            self.lease_requests
+                .lock()
+                .ok()
+                .and_then(|m| m.get(region).copied())
+                .is_some_and(|at| at.elapsed() < alive_within)
+        };
         let Some(target) = catalog_regions(&self.section)
             .into_iter()
             .map(|r| r.name)
-            .find(|r| *r != primary)
+            .find(|r| *r != primary && alive(r))
         else {
+            tracing::debug!(%primary, "primary silent but no other region's nodes are alive");
             return Ok(());
         };
         if self.admin.try_lock().is_err() {

@@ -372,3 +372,26 @@ impl RaftNetwork<TypeConfig> for Connection {
         Backoff::new(std::iter::repeat(self.backoff))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_modes_and_partitions() {
+        let f = LinkFaults::new();
+        assert_eq!(f.check(1, 2), LinkMode::None);
+        f.set_link(1, 2, LinkMode::Drop);
+        assert_eq!(f.check(1, 2), LinkMode::Drop);
+        assert_eq!(f.check(2, 1), LinkMode::None, "one-way");
+        f.set_both(2, 3, LinkMode::Delay { ms: 5 });
+        assert_eq!(f.check(3, 2), LinkMode::Delay { ms: 5 });
+        f.heal();
+        f.partition([1]);
+        assert_eq!(f.check(1, 2), LinkMode::Drop);
+        assert_eq!(f.check(3, 1), LinkMode::Drop);
+        assert_eq!(f.check(2, 3), LinkMode::None, "the majority side talks");
+        f.heal();
+        assert_eq!(f.check(1, 2), LinkMode::None);
+    }
+}

@@ -215,6 +215,26 @@ impl ControlState {
         self.regions.contains_key(region)
     }
 
+    /// Why a lease for `region` at `epoch` cannot be granted in this state, if it cannot.
+    pub fn lease_refusal(&self, region: &str, epoch: u64) -> Option<String> {
+        if !self.initialized {
+            return Some("the control plane is not initialised".into());
+        }
+        if let Some(s) = &self.switchover_in_progress {
+            return Some(format!("a switchover to {} is fencing the primary", s.to));
+        }
+        if self.primary.as_deref() != Some(region) {
+            return Some(format!("{region} is not the primary region"));
+        }
+        if epoch != self.epoch {
+            return Some(format!(
+                "epoch {epoch} is not the current epoch {}",
+                self.epoch
+            ));
+        }
+        None
+    }
+
     /// Refuses `to` unless the lease of another region has expired at `now_ms`.
     fn other_lease_expired(&self, to: &str, now_ms: u64) -> Result<(), String> {
         match &self.lease {
@@ -263,17 +283,8 @@ impl ControlState {
                 now_ms,
                 lease_ms,
             } => {
-                if let Some(s) = &self.switchover_in_progress {
-                    return Err(format!("a switchover to {} is fencing the primary", s.to));
-                }
-                if self.primary.as_deref() != Some(region.as_str()) {
-                    return Err(format!("{region} is not the primary region"));
-                }
-                if *epoch != self.epoch {
-                    return Err(format!(
-                        "epoch {epoch} is not the current epoch {}",
-                        self.epoch
-                    ));
+                if let Some(why) = self.lease_refusal(region, *epoch) {
+                    return Err(why);
                 }
                 self.other_lease_expired(region, *now_ms)?;
                 // A renewal never shortens the lease (a proposal may carry an older clock).
