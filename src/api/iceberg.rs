@@ -96,19 +96,19 @@ pub fn router() -> Router<Arc<AppState>> {
 
 // ---- parameter parsing ------------------------------------------------------------------
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     p.map(|Path(v)| v)
         .map_err(|e| CatalogError::bad_request(format!("Invalid path: {e}")))
 }
 
-fn params(q: Params) -> ApiResult<HashMap<String, String>> {
+pub(super) fn params(q: Params) -> ApiResult<HashMap<String, String>> {
     q.map(|Query(v)| v)
         .map_err(|e| CatalogError::bad_request(format!("Invalid query: {e}")))
 }
 
 /// `pageToken` / `pageSize`: paging only when `pageSize` is given. Tokens are hex so any
 /// name survives the round trip through a URL.
-fn page_request(q: &HashMap<String, String>) -> ApiResult<PageRequest> {
+pub(super) fn page_request(q: &HashMap<String, String>) -> ApiResult<PageRequest> {
     let size = match q.get("pageSize").filter(|s| !s.is_empty()) {
         Some(s) => match s.parse::<u32>() {
             Ok(n) if n > 0 => Some(n),
@@ -147,7 +147,7 @@ fn parse_bool(q: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
     }
 }
 
-async fn catalog(state: &AppState, prefix: &str) -> ApiResult<Arc<ResolvedCatalog>> {
+pub(super) async fn catalog(state: &AppState, prefix: &str) -> ApiResult<Arc<ResolvedCatalog>> {
     state.catalog.resolve(prefix).await
 }
 
@@ -165,7 +165,7 @@ fn json_response(status: StatusCode, body: Bytes, etag: Option<&str>) -> Respons
 }
 
 /// Strong ETag of a table state: a hash of its metadata location (files are immutable).
-fn etag(metadata_location: &str) -> String {
+pub(super) fn etag(metadata_location: &str) -> String {
     let digest = sha2::Sha256::digest(metadata_location.as_bytes());
     format!("\"{}\"", hex::encode(&digest[..16]))
 }

@@ -43,6 +43,8 @@ pub struct AppState {
     pub idempotency: idempotency::Idempotency,
     /// Metrics reports kept per catalog; 0 stores none (`catalog.metrics_reports_retention`).
     pub metrics_reports_retention: u64,
+    /// The region's replication (status, pause, resume); None answers 406.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             region_storage_json: HashMap::new(),
             idempotency: idempotency::Idempotency::default(),
             metrics_reports_retention: 10_000,
+            replication: None,
         }
     }
 
@@ -105,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(views::router())
         .merge(management::router())
         .merge(control::router())
+        .merge(crate::replication::api::router())
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(unknown_route)

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::{BufMut, Bytes, BytesMut};
-use sha2::Digest;
 
 use super::{AppState, IcebergJson};
 use crate::catalog::model::{ListTablesResponse, RenameTableRequest, TableIdentifier};
@@ -20,9 +19,8 @@ use crate::catalog::parse_namespace;
 use crate::catalog::views::{
     CommitViewRequest, CreateViewRequest, LoadedView, RegisterViewRequest,
 };
-use crate::catalog::ResolvedCatalog;
 use crate::error::CatalogError;
-use crate::store::{NotFound, PageRequest};
+use crate::store::NotFound;
 
 type ApiResult<T> = Result<T, CatalogError>;
 type St = State<Arc<AppState>>;
@@ -63,53 +61,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/{prefix}/views/rename", post(rename_view))
 }
 
-// ---- parameter parsing (as for tables) ----------------------------------------------------
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
-    p.map(|Path(v)| v)
-        .map_err(|e| CatalogError::bad_request(format!("Invalid path: {e}")))
-}
-
-fn params(q: Params) -> ApiResult<HashMap<String, String>> {
-    q.map(|Query(v)| v)
-        .map_err(|e| CatalogError::bad_request(format!("Invalid query: {e}")))
-}
-
-/// `pageToken` / `pageSize`: paging only when `pageSize` is given; tokens are hex, as for
-/// tables, so any name survives the round trip through a URL.
-fn page_request(q: &HashMap<String, String>) -> ApiResult<PageRequest> {
-    let size = match q.get("pageSize").filter(|s| !s.is_empty()) {
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                return Err(CatalogError::bad_request(format!(
-                    "Invalid pageSize {s:?}: must be a positive integer"
-                )))
-            }
-        },
-        None => None,
-    };
-    let token = match q.get("pageToken").filter(|s| !s.is_empty()) {
-        Some(t) => Some(
-            hex::decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| CatalogError::bad_request(format!("Invalid pageToken {t:?}")))?,
-        ),
-        None => None,
-    };
-    Ok(PageRequest { token, size })
-}
-
-async fn catalog(state: &AppState, prefix: &str) -> ApiResult<Arc<ResolvedCatalog>> {
-    state.catalog.resolve(prefix).await
-}
-
-/// Strong ETag of a view state: a hash of its metadata location (files are immutable).
-fn etag(metadata_location: &str) -> String {
-    let digest = sha2::Sha256::digest(metadata_location.as_bytes());
-    format!("\"{}\"", hex::encode(&digest[..16]))
-}
+use super::iceberg::{catalog, etag, page_request, params, path};
 
 /// `LoadViewResult` assembled from the metadata file's bytes: no re-serialization.
 fn load_view_body(state: &AppState, view: &LoadedView) -> ApiResult<Bytes> {
