@@ -29,6 +29,84 @@ pub struct Config {
     /// for copying objects between regions. Same list in every region's file.
     #[serde(default)]
     pub regions: Vec<RegionPeer>,
+    /// The replicator of this region (see docs/replication.md).
+    #[serde(default)]
+    pub replication: ReplicationSection,
+}
+
+/// `[replication]`: how this region follows the primary's change log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// Run the replicator on this node (it follows the primary while this region is not
+    /// primary). With several catalog nodes per region, one replicating node is enough.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A fixed primary region (one of `[[regions]]`) for deployments without a control
+    /// plane: this region then follows it and forwards writes to it. Ignored with `[control]`.
+    #[serde(default)]
+    pub primary: Option<String>,
+    /// Change records pulled per request.
+    #[serde(default = "default_replication_batch")]
+    pub batch_size: u32,
+    /// Long-poll wait of one pull when the primary has nothing new, in milliseconds.
+    #[serde(default = "default_replication_wait_ms")]
+    pub poll_wait_ms: u64,
+    /// Attempts at a record failing with a permanent error (missing object at the primary,
+    /// unparsable metadata, a change that does not fit) before the stream stops
+    /// (`halted`; `POST /api/v1/replication/resume` retries). Transient errors (unreachable
+    /// primary, object storage down) are retried without limit.
+    #[serde(default = "default_replication_attempts")]
+    pub max_record_attempts: u32,
+    /// Backoff between attempts: first delay and upper bound, in milliseconds.
+    #[serde(default = "default_replication_retry_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_replication_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Objects copied at once.
+    #[serde(default = "default_replication_parallelism")]
+    pub copy_parallelism: usize,
+    /// Longest wait of a planned switchover for its target to catch up (on voters).
+    #[serde(default = "default_catch_up_timeout_ms")]
+    pub catch_up_timeout_ms: u64,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            enabled: true,
+            primary: None,
+            batch_size: default_replication_batch(),
+            poll_wait_ms: default_replication_wait_ms(),
+            max_record_attempts: default_replication_attempts(),
+            retry_initial_ms: default_replication_retry_ms(),
+            retry_max_ms: default_replication_retry_max_ms(),
+            copy_parallelism: default_replication_parallelism(),
+            catch_up_timeout_ms: default_catch_up_timeout_ms(),
+        }
+    }
+}
+
+fn default_replication_batch() -> u32 {
+    500
+}
+fn default_replication_wait_ms() -> u64 {
+    10_000
+}
+fn default_replication_attempts() -> u32 {
+    5
+}
+fn default_replication_retry_ms() -> u64 {
+    200
+}
+fn default_replication_retry_max_ms() -> u64 {
+    10_000
+}
+fn default_replication_parallelism() -> usize {
+    16
+}
+fn default_catch_up_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_data_dir() -> PathBuf {
@@ -292,6 +370,13 @@ pub struct VoterConfig {
     pub data_dir: PathBuf,
     pub region: RegionSection,
     pub control: ControlSection,
+    /// The catalog regions, so a planned switchover led by this voter can check that the
+    /// target region caught up (their `catalog_url`s; the S3 settings are unused here).
+    #[serde(default)]
+    pub regions: Vec<RegionPeer>,
+    /// Only `catch_up_timeout_ms` matters on a voter without a catalog.
+    #[serde(default)]
+    pub replication: ReplicationSection,
 }
 
 /// What `pangolin serve --config FILE` runs: a catalog node (with or without a voter), or a
@@ -403,6 +488,7 @@ const CONFIG_ROOTS: &[&str] = &[
     "database",
     "storage",
     "bootstrap",
+    "replication",
 ];
 
 /// Longest accepted `catalog.idempotency_key_lifetime_secs`: 7 days.
@@ -507,6 +593,21 @@ impl Config {
         for r in &self.regions {
             if !names.insert(r.name.as_str()) {
                 return bad("regions", &format!("region {} is listed twice", r.name));
+            }
+        }
+        let r = &self.replication;
+        if r.batch_size == 0 || r.batch_size > 10_000 {
+            return bad("replication.batch_size", "must be between 1 and 10000");
+        }
+        if r.max_record_attempts == 0 {
+            return bad("replication.max_record_attempts", "must be at least 1");
+        }
+        if r.copy_parallelism == 0 {
+            return bad("replication.copy_parallelism", "must be at least 1");
+        }
+        if let Some(p) = &r.primary {
+            if !names.contains(p.as_str()) {
+                return bad("replication.primary", "must be one of [[regions]]");
             }
         }
         if let Some(c) = &self.control {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::catalog::CatalogService;
 use crate::config::Config;
-use crate::config::VoterConfig;
-use crate::control::{ControlClient, ControlPlane, WriteLease, WriteLeaseConfig};
+use crate::config::{ControlSection, VoterConfig};
+use crate::control::{
+    ControlClient, ControlPlane, ControlPlaneOptions, WriteLease, WriteLeaseConfig,
+};
+use crate::replication::{HttpCatchUp, PeerRegion, PrimarySource, Replication, StaticPrimary};
 use crate::routing::lease::LeaseAuthority;
 use crate::routing::{Standalone, WriteAuthority};
 use crate::storage::{embedded, ObjectStore, S3Settings};
-use crate::store::{MetadataStore, SqlStore, WriteContext};
+use crate::store::{MetadataStore, SqlStore};
 
 /// A running region node.
 pub struct RunningRegion {
@@ -62,7 +66,9 @@ fn prepare_sqlite_dir(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Tenant, warehouse (with its bucket on an embedded endpoint) and catalog of a fresh region.
+/// Tenant, warehouse (with its bucket on an embedded endpoint) and catalog of a fresh region,
+/// with the same deterministic ids in every region (region-local rows, not in the change
+/// log: every region creates them itself, and replicated changes name them by id).
 /// Returns the tenant id.
 async fn bootstrap(
     store: &dyn MetadataStore,
@@ -70,38 +76,24 @@ async fn bootstrap(
     config: &Config,
 ) -> anyhow::Result<String> {
     let b = &config.bootstrap;
-    let ctx = WriteContext {
-        epoch: store.current_epoch().await?,
-        actor: "bootstrap".into(),
-    };
-    let tenant_id = match store.get_tenant(&b.tenant).await? {
-        Some(t) => t.id,
-        None => store.create_tenant(&ctx, &b.tenant).await?.id,
-    };
-    if b.catalog.is_empty() {
-        return Ok(tenant_id);
-    }
-    if config.storage.embedded.is_some() {
+    if !b.catalog.is_empty() && config.storage.embedded.is_some() {
         objects
             .ensure_bucket(&b.bucket)
             .await
             .with_context(|| format!("cannot create bucket {}", b.bucket))?;
     }
-    let warehouse = match store.get_warehouse(&tenant_id, &b.catalog).await? {
-        Some(w) => w,
-        None => {
-            store
-                .create_warehouse(&ctx, &tenant_id, &b.catalog, &b.bucket, "")
-                .await?
+    let wanted = crate::replication::bootstrap_entities(b);
+    let stored = store.bootstrap(&wanted).await?;
+    if let (Some(w), Some(s)) = (&wanted.catalog, &stored.catalog) {
+        if w.id != s.id {
+            tracing::warn!(
+                catalog = %s.name, id = %s.id, expected = %w.id,
+                "the bootstrap catalog was created by an older version with a random id; \
+                 replication between regions needs the same ids everywhere (start from a fresh data dir)"
+            );
         }
-    };
-    if store.get_catalog(&tenant_id, &b.catalog).await?.is_none() {
-        store
-            .create_catalog(&ctx, &tenant_id, &warehouse.id, &b.catalog, &HashMap::new())
-            .await?;
-        tracing::info!(catalog = %b.catalog, bucket = %b.bucket, "created bootstrap catalog");
     }
-    Ok(tenant_id)
+    Ok(stored.tenant.id)
 }
 
 /// Starts a region node from its configuration.
@@ -144,11 +136,28 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 
     let mut voter = None;
     let mut control_client = None;
+    let mut primary_source = PrimarySource::Standalone;
+    let static_primary = config
+        .replication
+        .primary
+        .as_ref()
+        .filter(|p| **p != config.region.name)
+        .and_then(|p| config.regions.iter().find(|r| r.name == *p));
     let authority: Arc<dyn WriteAuthority> = match &config.control {
-        None => Arc::new(Standalone::new(store.current_epoch().await?)),
+        None => match static_primary {
+            Some(p) => {
+                primary_source = PrimarySource::Static(p.name.clone());
+                Arc::new(StaticPrimary::new(
+                    p.name.clone(),
+                    p.catalog_url.clone(),
+                    store.current_epoch().await?,
+                ))
+            }
+            None => Arc::new(Standalone::new(store.current_epoch().await?)),
+        },
         Some(section) => {
             if section.voter_id.is_some() {
-                voter = Some(ControlPlane::start(section, shutdown.clone()).await?);
+                voter = Some(start_control_voter(section, config, shutdown.clone()).await?);
             }
             let client = ControlClient::from_section(section)?;
             control_client = Some(client.clone());
@@ -158,6 +167,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
                 WriteLeaseConfig::new(config.region.name.clone(), holder, section.lease_ms),
                 &shutdown,
             );
+            primary_source = PrimarySource::Control(lease.known());
             let urls = config
                 .regions
                 .iter()
@@ -195,6 +205,33 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         let vended = serde_json::to_vec(&peer.vended_storage_properties())?;
         region_storage_json.insert(peer.name.clone(), bytes::Bytes::from(vended));
     }
+    let replication_peers = config
+        .regions
+        .iter()
+        .filter_map(|r| {
+            peers.get(&r.name).map(|objects| {
+                (
+                    r.name.clone(),
+                    PeerRegion {
+                        catalog_url: r.catalog_url.clone(),
+                        objects: objects.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    let replication = Arc::new(Replication::new(
+        config.region.name.clone(),
+        store.clone(),
+        objects.clone(),
+        replication_peers,
+        primary_source,
+        config.replication.clone(),
+        shutdown.clone(),
+    ));
+    if config.replication.enabled {
+        tasks.push(replication.spawn());
+    }
     let catalog = CatalogService::new(
         store,
         objects,
@@ -214,6 +251,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     .with_catalog_settings(&config.catalog);
     state.control = control_client;
     state.region_storage_json = region_storage_json;
+    state.replication = Some(replication);
     let state = Arc::new(state);
     let app = api::router(state);
 
@@ -241,12 +279,44 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     })
 }
 
-/// Starts a voter without a catalog (the witness). It stops when `shutdown` fires.
+/// Starts this node's control-plane voter; a planned switchover it leads waits for the
+/// target region to catch up ([`HttpCatchUp`] over `[[regions]]`).
+async fn start_control_voter(
+    section: &ControlSection,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ControlPlane> {
+    let timeout = Duration::from_millis(config.replication.catch_up_timeout_ms);
+    let options = ControlPlaneOptions {
+        catch_up: Arc::new(HttpCatchUp::new(&config.regions, timeout)),
+        catch_up_timeout: timeout,
+        ..Default::default()
+    };
+    ControlPlane::start_with(section, options, shutdown).await
+}
+
+/// Starts a voter without a catalog (the witness). It stops when `shutdown` fires. A
+/// switchover it leads checks catch-up through the `[[regions]]` of its file (none listed:
+/// it does not wait).
 pub async fn start_voter(
     config: &VoterConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ControlPlane> {
-    let voter = ControlPlane::start(&config.control, shutdown).await?;
+    let timeout = Duration::from_millis(config.replication.catch_up_timeout_ms);
+    let catch_up: Arc<dyn crate::control::CatchUp> = if config.regions.is_empty() {
+        tracing::warn!(
+            "no [[regions]] in the voter's file: planned switchovers it leads will not wait for replication"
+        );
+        Arc::new(crate::control::NoCatchUp)
+    } else {
+        Arc::new(HttpCatchUp::new(&config.regions, timeout))
+    };
+    let options = ControlPlaneOptions {
+        catch_up,
+        catch_up_timeout: timeout,
+        ..Default::default()
+    };
+    let voter = ControlPlane::start_with(&config.control, options, shutdown).await?;
     tracing::info!(region = %config.region.name, "control-plane voter running");
     Ok(voter)
 }

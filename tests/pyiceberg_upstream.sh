@@ -3,6 +3,7 @@
 # (`pangolin dev`: catalog on localhost:8181, embedded S3 on localhost:9000, catalog `demo`).
 #
 #   tests/pyiceberg_upstream.sh [extra pytest args...]
+#   tests/pyiceberg_upstream.sh --list-deselected   # "<test id><TAB><reason>" lines; no server needed
 #
 # Environment:
 #   PYTHON                 interpreter with pyiceberg[pyarrow]==0.12.0 and pytest
@@ -13,9 +14,11 @@
 #
 # The upstream fixtures hard-code http://localhost:8181 and http://localhost:9000, so the
 # server address cannot be changed here. Tests that need Spark, Hive, another catalog
-# implementation or the tables PyIceberg's Spark provisioning creates are deselected below,
-# each with its reason; docs/pyiceberg-conformance.md lists them too. Exits non-zero when any
-# selected test fails or errors, or when a deselection rule no longer matches a collected test.
+# implementation, the tables PyIceberg's Spark provisioning creates or the reference
+# deployment's storage layout are deselected below, each with its reason (as are two known
+# iceberg-rust differences); docs/pyiceberg-conformance.md lists them too. Exits non-zero when
+# any selected test fails or errors, or when a deselection rule no longer matches a collected
+# test.
 set -euo pipefail
 
 PYTHON=${PYTHON:-$HOME/.cache/pangolin/venv/bin/python}
@@ -61,13 +64,24 @@ DESELECTED_PARAMS=(
 SPARK="uses Spark (the \`spark\` fixture: Spark Connect at sc://localhost:15002)"
 provisioned() { printf 'reads default.%s, which PyIceberg'"'"'s dev/provision.py creates and fills with Spark' "$1"; }
 HIVE_ONLY="HiveCatalog only (Hive metastore at thrift://localhost:9083); not Pangolin"
+REFERENCE_LOCATION="asserts data file paths under s3://warehouse/default/<table>/data/, the reference deployment's warehouse bucket and layout; Pangolin's warehouse here is s3://demo and its default table location is s3://<bucket>/<4 hex>/<namespace>/<table>-<uuid>"
 DESELECTED=(
   # test_catalog.py
   "tests/integration/test_catalog.py::test_rest_custom_namespace_separator|asserts the reference fixture's '.' namespace separator; Pangolin keeps the spec default 0x1F (iceberg-rust always sends 0x1F, and '.' makes names like ('new.db',) ambiguous)"
 
   # test_rest_schema.py: iceberg-rust 0.10, which Pangolin builds table metadata with
   "tests/integration/test_rest_schema.py::test_initial_default_all_columns[iceberg_type3-19.25-22.27]|iceberg-rust 0.10 serializes a float initial/write default by widening f32 to f64 (22.27 -> 22.270000457763672); the Java reference keeps 22.27"
-  "tests/integration/test_rest_schema.py::test_mixed_changes|iceberg-rust 0.10 assigns fresh field ids to a map's key and value fields in a different order than Java's AssignFreshIds (Java: key-id, value-id, then the key's fields, then the value's fields)"
+
+  # Known Pangolin bugs (listed in docs/pyiceberg-conformance.md and open): the iceberg-rust
+  # 0.10 metadata builder that Pangolin applies updates with is stricter than Java here.
+  "tests/integration/test_partition_evolution.py::test_add_hour_to_day[session_catalog]|KNOWN BUG: iceberg-rust 0.10 refuses a spec with day() and hour() on one column as redundant; Java accepts specs read from JSON"
+  "tests/integration/test_partition_evolution.py::test_remove_identity[session_catalog]|KNOWN BUG: iceberg-rust 0.10 refuses a v1 void partition field named like its source column; Java accepts it"
+  "tests/integration/test_partition_evolution.py::test_remove_and_add_identity[session_catalog]|KNOWN BUG: as test_remove_identity (v1 void field named like its source column)"
+
+  # Product decision: new tables get write.object-storage.enabled=true (hash-prefixed data
+  # paths, ARCHITECTURE.md section 10); these tests compare the whole property map.
+  "tests/integration/test_reads.py::test_table_properties[session_catalog]|compares a new table's whole property map with Java's defaults; Pangolin also sets write.object-storage.enabled=true by design (hash-prefixed data paths)"
+  "tests/integration/test_reads.py::test_table_properties_dict[session_catalog]|as test_table_properties (Pangolin's write.object-storage.enabled=true default)"
 
   # test_snapshot_operations.py: the rollback tests create their own table and run
   "tests/integration/test_snapshot_operations.py::test_create_tag|$(provisioned test_table_snapshot_operations)"
@@ -79,7 +93,9 @@ DESELECTED=(
   "tests/integration/test_snapshot_operations.py::test_set_current_snapshot_chained_with_create_tag|$(provisioned test_table_snapshot_operations)"
 
   # test_writes/test_writes.py
-  "tests/integration/test_writes/test_writes.py::test_duckdb_url_import|PyIceberg's SqlCatalog plus DuckDB's iceberg extension (downloaded at run time); never talks to Pangolin"
+  "tests/integration/test_writes/test_writes.py::test_duckdb_url_import|PyIceberg's SqlCatalog (SQLite) on a local warehouse, read with DuckDB; never talks to Pangolin"
+  "tests/integration/test_writes/test_writes.py::test_object_storage_data_files|$REFERENCE_LOCATION"
+  "tests/integration/test_writes/test_writes.py::test_merge_manifests_file_content|$REFERENCE_LOCATION"
   "tests/integration/test_writes/test_writes.py::test_hive_catalog_storage_descriptor|$HIVE_ONLY"
   "tests/integration/test_writes/test_writes.py::test_hive_catalog_storage_descriptor_has_changed|$HIVE_ONLY"
   "tests/integration/test_writes/test_writes.py::test_append_record_batch_reader|$SPARK"
@@ -158,6 +174,7 @@ DESELECTED=(
   "tests/integration/test_reads.py::test_scan_branch|$(provisioned 'test_positional_mor_deletes_v{2,3}')"
   "tests/integration/test_reads.py::test_pyarrow_deletes_double|$(provisioned 'test_positional_mor_double_deletes_v{2,3}')"
   "tests/integration/test_reads.py::test_pyarrow_batches_deletes_double|$(provisioned 'test_positional_mor_double_deletes_v{2,3}')"
+  "tests/integration/test_reads.py::test_filter_after_arrow_scan|$(provisioned test_partitioned_by_hours)"
   "tests/integration/test_reads.py::test_partitioned_tables|$(provisioned 'test_partitioned_by_{identity,years,months,days,hours,truncate,bucket}')"
   "tests/integration/test_reads.py::test_unpartitioned_uuid_table|$(provisioned test_uuid_and_fixed_unpartitioned)"
   "tests/integration/test_reads.py::test_unpartitioned_fixed_table|$(provisioned test_uuid_and_fixed_unpartitioned)"
@@ -188,7 +205,6 @@ DESELECTED=(
 # These tests take the `spark` fixture as an argument but never use it: they run with a
 # stand-in for it that raises on any use (so a test that did touch Spark would fail, not pass).
 SPARK_STANDIN=(
-  tests/integration/test_writes/test_writes.py::test_object_storage_data_files
   tests/integration/test_writes/test_writes.py::test_write_parquet_compression_properties
   tests/integration/test_writes/test_writes.py::test_write_parquet_other_properties
   tests/integration/test_writes/test_writes.py::test_write_parquet_unsupported_properties
@@ -260,48 +276,18 @@ if [[ -n $missing ]]; then
   ((${#without_deps[@]} == 0)) || "$PYTHON" -m pip install --quiet --no-deps "${without_deps[@]}"
 fi
 
-# --- The server -----------------------------------------------------------------------------
-if ! "$PYTHON" - "$CATALOG_URI" <<'EOF'
-import sys
-import requests
-
-try:
-    response = requests.get(f"{sys.argv[1]}/v1/config", timeout=10)
-except requests.RequestException as exc:
-    sys.exit(f"no catalog answers at {sys.argv[1]}/v1/config: {exc}")
-if response.status_code != 200:
-    sys.exit(f"GET {sys.argv[1]}/v1/config (no warehouse) answered {response.status_code}: {response.text}")
-EOF
-then
-  log "start Pangolin first (pangolin dev) so that it serves $CATALOG_URI and http://localhost:9000"
-  exit 2
+# DuckDB looks for extensions in ~/.duckdb/extensions/<version>/<platform>/ and downloads
+# them there on `INSTALL` when missing. The tests get a HOME of their own whose
+# .duckdb/extensions is the duckdb-ext-* packages' directory, so `INSTALL iceberg` finds the
+# extension installed and downloads nothing.
+TEST_HOME=$SRC_CACHE/home
+duckdb_extensions=$("$PYTHON" -c 'import os, duckdb_ext; print(os.path.join(list(duckdb_ext.__path__)[0], "extensions"))')
+if [[ $(readlink "$TEST_HOME/.duckdb/extensions" 2>/dev/null) != "$duckdb_extensions" ]]; then
+  mkdir -p "$TEST_HOME/.duckdb"
+  ln -sfn "$duckdb_extensions" "$TEST_HOME/.duckdb/extensions"
 fi
 
-# PyIceberg's own provisioning (dev/provision.py, with Spark) creates the namespace `default`
-# that most of these tests write into; do that one step with PyIceberg itself.
-# A freshly started server may refuse writes (503) until its control plane has a primary;
-# wait for that here, bounded and reported, rather than fail the first tests.
-"$PYTHON" - "$CATALOG_URI" <<'EOF'
-import sys
-import time
-
-from pyiceberg.catalog.rest import RestCatalog
-from pyiceberg.exceptions import ServiceUnavailableError
-
-started = time.monotonic()
-while True:
-    try:
-        RestCatalog("provision", uri=sys.argv[1]).create_namespace_if_not_exists("default")
-        break
-    except ServiceUnavailableError as exc:
-        if time.monotonic() - started > 30:
-            sys.exit(f"the catalog still refuses writes after 30 s: {exc}")
-        time.sleep(0.5)
-if (waited := time.monotonic() - started) > 1:
-    print(f"[pyiceberg-upstream] writes were refused (503) for {waited:.1f} s after start", file=sys.stderr)
-EOF
-
-# --- Run ------------------------------------------------------------------------------------
+# --- Collection and deselection --------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pyiceberg-upstream.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -371,30 +357,32 @@ collected=$("${PYTEST[@]}" --collect-only -q "${TEST_FILES[@]}" 2>&1) || {
 }
 grep -E '^tests/.*::' <<<"$collected" >"$WORK/collected" || true
 
-# Expand the rules into exact ids; a rule that matches nothing is stale.
+# Expand the rules into exact ids, as "<id><TAB><reason>" lines; a rule that matches nothing is
+# stale.
 stale=0
 : >"$WORK/deselected"
+with_reason() { awk -v reason="$1" '{print $0 "\t" reason}'; }
 for entry in "${DESELECTED_PARAMS[@]}"; do
   param=${entry%%|*}
-  if ! grep -E "\[([^]]*-)?${param}(-[^]]*)?\]\$" "$WORK/collected" >>"$WORK/deselected"; then
+  grep -E "\[([^]]*-)?${param}(-[^]]*)?\]\$" "$WORK/collected" >"$WORK/match" || true
+  [[ -s $WORK/match ]] || {
     log "deselection rule matches no collected test (stale?): [$param]"
     stale=1
-  fi
+  }
+  with_reason "${entry#*|}" <"$WORK/match" >>"$WORK/deselected"
 done
 for entry in "${DESELECTED[@]}"; do
   id=${entry%%|*}
   if [[ $id == *\[* ]]; then
-    grep -xF -- "$id" "$WORK/collected" >>"$WORK/deselected" || {
-      log "deselected id not collected (stale?): $id"
-      stale=1
-    }
+    grep -xF -- "$id" "$WORK/collected" >"$WORK/match" || true
   else
     awk -v id="$id" '$0 == id || index($0, id "[") == 1' "$WORK/collected" >"$WORK/match"
-    if [[ -s $WORK/match ]]; then cat "$WORK/match" >>"$WORK/deselected"; else
-      log "deselected test not collected (stale?): $id"
-      stale=1
-    fi
   fi
+  [[ -s $WORK/match ]] || {
+    log "deselected test not collected (stale?): $id"
+    stale=1
+  }
+  with_reason "${entry#*|}" <"$WORK/match" >>"$WORK/deselected"
 done
 for id in "${SPARK_STANDIN[@]}"; do
   if ! awk -v id="$id" '$0 == id || index($0, id "[") == 1' "$WORK/collected" | grep -q .; then
@@ -403,14 +391,61 @@ for id in "${SPARK_STANDIN[@]}"; do
   fi
 done
 ((stale == 0)) || exit 1
-sort -u -o "$WORK/deselected" "$WORK/deselected"
-mapfile -t deselect_ids <"$WORK/deselected"
+# An id matched by several rules keeps the first rule's reason.
+awk -F'\t' '!seen[$1]++' "$WORK/deselected" >"$WORK/match" && mv "$WORK/match" "$WORK/deselected"
+if [[ ${1:-} == --list-deselected ]]; then
+  cat "$WORK/deselected"
+  exit 0
+fi
+mapfile -t deselect_ids < <(cut -f1 "$WORK/deselected")
 deselect_args=()
 for id in "${deselect_ids[@]}"; do deselect_args+=(--deselect "$id"); done
 
+# --- The server -----------------------------------------------------------------------------
+if ! "$PYTHON" - "$CATALOG_URI" <<'EOF'
+import sys
+import requests
+
+try:
+    response = requests.get(f"{sys.argv[1]}/v1/config", timeout=10)
+except requests.RequestException as exc:
+    sys.exit(f"no catalog answers at {sys.argv[1]}/v1/config: {exc}")
+if response.status_code != 200:
+    sys.exit(f"GET {sys.argv[1]}/v1/config (no warehouse) answered {response.status_code}: {response.text}")
+EOF
+then
+  log "start Pangolin first (pangolin dev) so that it serves $CATALOG_URI and http://localhost:9000"
+  exit 2
+fi
+
+# PyIceberg's own provisioning (dev/provision.py, with Spark) creates the namespace `default`
+# that most of these tests write into; do that one step with PyIceberg itself.
+# A freshly started server may refuse writes (503) until its control plane has a primary;
+# wait for that here, bounded and reported, rather than fail the first tests.
+"$PYTHON" - "$CATALOG_URI" <<'EOF'
+import sys
+import time
+
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.exceptions import ServiceUnavailableError
+
+started = time.monotonic()
+while True:
+    try:
+        RestCatalog("provision", uri=sys.argv[1]).create_namespace_if_not_exists("default")
+        break
+    except ServiceUnavailableError as exc:
+        if time.monotonic() - started > 30:
+            sys.exit(f"the catalog still refuses writes after 30 s: {exc}")
+        time.sleep(0.5)
+if (waited := time.monotonic() - started) > 1:
+    print(f"[pyiceberg-upstream] writes were refused (503) for {waited:.1f} s after start", file=sys.stderr)
+EOF
+
+# --- Run ------------------------------------------------------------------------------------
 log "running ${#TEST_FILES[@]} files against $CATALOG_URI ($(wc -l <"$WORK/collected") collected, ${#deselect_ids[@]} deselected)"
 rc=0
-"${PYTEST[@]}" -rfEs --junitxml="$WORK/junit.xml" "${deselect_args[@]}" "${TEST_FILES[@]}" "$@" || rc=$?
+HOME=$TEST_HOME "${PYTEST[@]}" -rfEs --junitxml="$WORK/junit.xml" "${deselect_args[@]}" "${TEST_FILES[@]}" "$@" || rc=$?
 
 # Per-file counts (the junit report has one <testcase> per test that ran).
 if [[ -f $WORK/junit.xml ]]; then

@@ -21,15 +21,53 @@ impl CachedMetadata {
     pub fn new(metadata: TableMetadata, json: Option<Bytes>) -> Result<CachedMetadata> {
         let json = match json {
             Some(j) => j,
-            None => Bytes::from(serde_json::to_vec(&metadata).map_err(|e| {
-                CatalogError::Internal(format!("cannot serialize table metadata: {e}"))
-            })?),
+            None => Bytes::from(metadata_json(&metadata)?),
         };
         Ok(CachedMetadata {
             metadata: Arc::new(metadata),
             json,
         })
     }
+}
+
+/// Table metadata as written to a metadata file. Snapshots are listed in the order they were
+/// added (sequence number, then timestamp), as the reference implementation keeps them: the
+/// `iceberg` crate holds them in a hash map, and clients compare snapshot lists in order.
+pub fn metadata_json(metadata: &TableMetadata) -> Result<Vec<u8>> {
+    let err = |e: serde_json::Error| {
+        CatalogError::Internal(format!("cannot serialize table metadata: {e}"))
+    };
+    let mut value = serde_json::to_value(metadata).map_err(err)?;
+    if let Some(serde_json::Value::Array(snapshots)) = value.get_mut("snapshots") {
+        let id = |s: &serde_json::Value| s.get("snapshot-id").and_then(|v| v.as_i64());
+        let parents: std::collections::HashMap<i64, i64> = snapshots
+            .iter()
+            .filter_map(|s| Some((id(s)?, s.get("parent-snapshot-id")?.as_i64()?)))
+            .collect();
+        // Ancestors within the table: a child sorts after its parent when sequence numbers
+        // and timestamps tie (v1 tables, several snapshots in one commit).
+        let depth = |mut cur: Option<i64>| {
+            let mut d = 0usize;
+            while let Some(p) = cur.and_then(|c| parents.get(&c)) {
+                d += 1;
+                cur = Some(*p);
+                if d > parents.len() {
+                    break;
+                }
+            }
+            d
+        };
+        snapshots.sort_by_cached_key(|s| {
+            (
+                s.get("sequence-number")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0),
+                s.get("timestamp-ms").and_then(|v| v.as_i64()).unwrap_or(0),
+                depth(id(s)),
+            )
+        });
+    }
+    serde_json::to_vec(&value).map_err(err)
 }
 
 /// Bounded cache of [`CachedMetadata`].
@@ -72,5 +110,43 @@ impl MetadataCache {
 
     pub fn remove(&self, location: &str) {
         self.inner.invalidate(location);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_listed_in_the_order_they_were_added() {
+        let mut m = serde_json::json!({
+            "format-version": 1, "table-uuid": "9c12d441-03fe-4693-9a96-a0705ddf69c1",
+            "location": "s3://b/t", "last-updated-ms": 3, "last-column-id": 1,
+            "schema": {"type": "struct", "fields": [{"id": 1, "name": "x", "required": false, "type": "long"}]},
+            "partition-spec": [], "properties": {}, "current-snapshot-id": 3,
+            "snapshots": []
+        });
+        let snap = |id: i64, parent: Option<i64>, ts: i64| {
+            let mut s = serde_json::json!({"snapshot-id": id, "timestamp-ms": ts,
+                "manifest-list": format!("s3://b/t/metadata/snap-{id}.avro"),
+                "summary": {"operation": "append"}});
+            if let Some(p) = parent {
+                s["parent-snapshot-id"] = p.into();
+            }
+            s
+        };
+        // Same timestamps (one commit adding two snapshots to a v1 table).
+        m["snapshots"] =
+            serde_json::json!([snap(3, Some(2), 5), snap(1, None, 1), snap(2, Some(1), 5)]);
+        let metadata: TableMetadata = serde_json::from_value(m).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&metadata_json(&metadata).unwrap()).unwrap();
+        let ids: Vec<i64> = json["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot-id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
     }
 }

@@ -470,6 +470,10 @@ impl CatalogService {
         properties
             .entry("write.object-storage.enabled".into())
             .or_insert_with(|| "true".into());
+        // As the reference implementation does for every new table.
+        properties
+            .entry("write.parquet.compression-codec".into())
+            .or_insert_with(|| "zstd".into());
         let creation = TableCreation::builder()
             .name(req.name.clone())
             .location(location.clone())

@@ -16,6 +16,9 @@
 //!   manifests add, and statistics files. The manifest lists and manifests are read from the
 //!   source region (where the client wrote them).
 //! - [`copy_commit_objects`] combines both.
+//! - [`objects_of_table`] lists every object a table's metadata references (a table new to a
+//!   region) and [`objects_to_replicate`] what a region holding an older version of a table
+//!   lacks for a newer one; the replicator uses them before applying a change.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -73,7 +76,7 @@ impl CopyError {
 
     /// Errors worth retrying: failed requests and unverified copies. A missing source object,
     /// an invalid location or an unparsable file will not get better.
-    fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         matches!(
             self,
             CopyError::SizeMismatch { .. }
@@ -494,6 +497,104 @@ pub async fn copy_commit_objects(
     copier.ensure_present(source, dest, &objects).await
 }
 
+/// Every object a table's metadata references (besides the metadata JSON itself): the
+/// manifest list of every snapshot, every manifest those lists name, the live (ADDED or
+/// EXISTING) data and delete files of those manifests, and the statistics and partition
+/// statistics files. Deduplicated, in a stable order; lists and manifests are read from
+/// `source`. For a table new to a region (create, register, first replication).
+pub async fn objects_of_table(
+    source: &ObjectStore,
+    metadata: &TableMetadata,
+) -> Result<Vec<String>, CopyError> {
+    let format_version = metadata.format_version();
+    let mut out = Vec::new();
+    let mut manifests = Vec::new();
+    let mut seen_manifests = HashSet::new();
+    for snapshot in metadata.snapshots() {
+        let list_location = snapshot.manifest_list().to_string();
+        let list = read_manifest_list(source, &list_location, format_version).await?;
+        out.push(list_location);
+        for m in list.consume_entries() {
+            if seen_manifests.insert(m.manifest_path.clone()) {
+                manifests.push(m.manifest_path);
+            }
+        }
+    }
+    let files: Vec<Vec<String>> = stream::iter(manifests.clone())
+        .map(|location| {
+            let source = source.clone();
+            async move { live_files_of_manifest(&source, &location).await }
+        })
+        .buffered(MANIFEST_READ_PARALLELISM)
+        .try_collect()
+        .await?;
+    out.extend(manifests);
+    out.extend(files.into_iter().flatten());
+    out.extend(
+        metadata
+            .statistics_iter()
+            .map(|s| s.statistics_path.clone()),
+    );
+    out.extend(
+        metadata
+            .partition_statistics_iter()
+            .map(|s| s.statistics_path.clone()),
+    );
+    let mut seen = HashSet::new();
+    out.retain(|l| seen.insert(l.clone()));
+    Ok(out)
+}
+
+/// The objects a region holding the table at `base` (None: not at all) needs to expose
+/// `new`: with a base, [`objects_added_by_commit`] for `AddSnapshot` updates of every
+/// snapshot of `new` that `base` lacks plus the statistics files `base` lacks; without one,
+/// [`objects_of_table`]. The metadata JSON itself is not included.
+pub async fn objects_to_replicate(
+    source: &ObjectStore,
+    base: Option<&TableMetadata>,
+    new: &TableMetadata,
+) -> Result<Vec<String>, CopyError> {
+    let Some(base) = base else {
+        return objects_of_table(source, new).await;
+    };
+    let mut updates = Vec::new();
+    if new.format_version() > base.format_version() {
+        updates.push(TableUpdate::UpgradeFormatVersion {
+            format_version: new.format_version(),
+        });
+    }
+    for snapshot in new.snapshots() {
+        if base.snapshot_by_id(snapshot.snapshot_id()).is_none() {
+            updates.push(TableUpdate::AddSnapshot {
+                snapshot: snapshot.as_ref().clone(),
+            });
+        }
+    }
+    let known: HashSet<&str> = base
+        .statistics_iter()
+        .map(|s| s.statistics_path.as_str())
+        .chain(
+            base.partition_statistics_iter()
+                .map(|s| s.statistics_path.as_str()),
+        )
+        .collect();
+    for statistics in new.statistics_iter() {
+        if !known.contains(statistics.statistics_path.as_str()) {
+            updates.push(TableUpdate::SetStatistics {
+                statistics: statistics.clone(),
+            });
+        }
+    }
+    for partition_statistics in new.partition_statistics_iter() {
+        if !known.contains(partition_statistics.statistics_path.as_str()) {
+            updates.push(TableUpdate::SetPartitionStatistics {
+                partition_statistics: partition_statistics.clone(),
+            });
+        }
+    }
+    objects_added_by_commit(source, base, &updates).await
+}
+
 /// Reads a whole (small) metadata object from the source, retrying transient errors.
 async fn read_object(source: &ObjectStore, location: &str) -> Result<Bytes, CopyError> {
     ObjectCopier::default()
@@ -556,6 +657,36 @@ async fn added_files_of_manifest(
                 .entries()
                 .iter()
                 .filter(|entry| entry.status() == ManifestStatus::Added)
+                .map(|entry| entry.file_path().to_string())
+                .collect::<Vec<String>>()
+        })
+    })
+    .await;
+    match parsed {
+        Ok(Ok(files)) => Ok(files),
+        Ok(Err(e)) => Err(CopyError::InvalidMetadata {
+            location: location.to_string(),
+            message: e.to_string(),
+        }),
+        Err(e) => Err(CopyError::InvalidMetadata {
+            location: location.to_string(),
+            message: format!("manifest parser task failed: {e}"),
+        }),
+    }
+}
+
+/// The data/delete files a manifest still holds (entries ADDED or EXISTING).
+async fn live_files_of_manifest(
+    source: &ObjectStore,
+    location: &str,
+) -> Result<Vec<String>, CopyError> {
+    let bytes = read_object(source, location).await?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        Manifest::parse_avro(&bytes).map(|manifest| {
+            manifest
+                .entries()
+                .iter()
+                .filter(|entry| entry.status() != ManifestStatus::Deleted)
                 .map(|entry| entry.file_path().to_string())
                 .collect::<Vec<String>>()
         })

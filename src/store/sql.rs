@@ -62,10 +62,10 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
-    display_namespace, Catalog, ChangeRecord, EntityKind, IdempotencyStart, MetadataStore,
-    MetricsReport, MetricsReportQuery, NamespaceRecord, NotFound, Page, PageRequest, PointerSwap,
-    PropertiesUpdate, Result, StoreError, StoredResponse, TableRecord, Tenant, Warehouse,
-    WriteContext, NAMESPACE_SEPARATOR,
+    display_namespace, ApplyOutcome, BootstrapEntities, Catalog, ChangeRecord, EntityKind,
+    IdempotencyStart, MetadataStore, MetricsReport, MetricsReportQuery, NamespaceRecord, NotFound,
+    Page, PageRequest, PointerSwap, PropertiesUpdate, ReplicationWatermark, Result, StoreError,
+    StoredResponse, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
 };
 
 /// Read connections of an SQLite store.
@@ -96,6 +96,8 @@ macro_rules! locked {
         }
     };
 }
+
+mod replication;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -297,8 +299,12 @@ async fn sqlite_pragmas(conn: &mut AnyConnection, read_only: bool) -> sqlx::Resu
     Ok(())
 }
 
-/// Appends one change record on the mutation's transaction.
+/// Appends one change record on the mutation's transaction. On PostgreSQL the seq comes from
+/// the `change_log_head` row, locked until the transaction ends (commit-ordered, gap-free;
+/// see `migrations/postgres/0003_replication.sql`); SQLite's writers are serialized, so its
+/// `AUTOINCREMENT` key already is.
 async fn append_change(
+    backend: Backend,
     conn: &mut AnyConnection,
     ctx: &WriteContext,
     catalog_id: Option<&str>,
@@ -306,18 +312,42 @@ async fn append_change(
     payload: Value,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO change_log (epoch, catalog_id, op, payload, actor, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(ctx.epoch)
-    .bind(catalog_id)
-    .bind(op)
-    .bind(payload.to_string())
-    .bind(ctx.actor.as_str())
-    .bind(now)
-    .execute(conn)
-    .await?;
+    match backend {
+        Backend::Sqlite => {
+            sqlx::query(
+                "INSERT INTO change_log (epoch, catalog_id, op, payload, actor, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(ctx.epoch)
+            .bind(catalog_id)
+            .bind(op)
+            .bind(payload.to_string())
+            .bind(ctx.actor.as_str())
+            .bind(now)
+            .execute(conn)
+            .await?;
+        }
+        Backend::Postgres => {
+            let seq: i64 = sqlx::query_scalar(
+                "UPDATE change_log_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO change_log (seq, epoch, catalog_id, op, payload, actor, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(seq)
+            .bind(ctx.epoch)
+            .bind(catalog_id)
+            .bind(op)
+            .bind(payload.to_string())
+            .bind(ctx.actor.as_str())
+            .bind(now)
+            .execute(conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -680,7 +710,16 @@ impl MetadataStore for SqlStore {
             .await
             .map_err(|e| on_unique(e, exists))?;
         let payload = json!({ "id": tenant.id, "name": tenant.name });
-        append_change(&mut tx, ctx, None, "create_tenant", payload, now).await?;
+        append_change(
+            self.backend,
+            &mut tx,
+            ctx,
+            None,
+            "create_tenant",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(tenant)
     }
@@ -753,7 +792,16 @@ impl MetadataStore for SqlStore {
             "bucket": warehouse.bucket,
             "key_prefix": warehouse.key_prefix,
         });
-        append_change(&mut tx, ctx, None, "create_warehouse", payload, now).await?;
+        append_change(
+            self.backend,
+            &mut tx,
+            ctx,
+            None,
+            "create_warehouse",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(warehouse)
     }
@@ -847,6 +895,7 @@ impl MetadataStore for SqlStore {
             "properties": catalog.properties,
         });
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(&catalog.id),
@@ -938,6 +987,7 @@ impl MetadataStore for SqlStore {
             "properties": properties,
         });
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(catalog_id),
@@ -1064,6 +1114,7 @@ impl MetadataStore for SqlStore {
             })?;
         let payload = json!({ "catalog_id": catalog_id, "namespace": name });
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(catalog_id),
@@ -1144,6 +1195,7 @@ impl MetadataStore for SqlStore {
             "properties": properties,
         });
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(catalog_id),
@@ -1215,6 +1267,7 @@ impl MetadataStore for SqlStore {
             }
         })?;
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(catalog_id),
@@ -1319,13 +1372,18 @@ impl MetadataStore for SqlStore {
         records.sort_by_key(|(index, _)| *index);
         let records: Vec<TableRecord> = records.into_iter().map(|(_, record)| record).collect();
         // Appended after every swap succeeded: a conflict writes no record.
-        for record in &records {
+        let txn_count = records.len();
+        for (txn_index, record) in records.iter().enumerate() {
+            let mut payload = table_payload(record);
+            payload["txn_index"] = json!(txn_index);
+            payload["txn_count"] = json!(txn_count);
             append_change(
+                self.backend,
                 &mut tx,
                 ctx,
                 Some(&record.catalog_id),
                 "commit_table",
-                table_payload(record),
+                payload,
                 now,
             )
             .await?;
@@ -1361,6 +1419,7 @@ impl MetadataStore for SqlStore {
         };
         let record = table_from_row(&row)?;
         append_change(
+            self.backend,
             &mut tx,
             ctx,
             Some(catalog_id),
@@ -1448,7 +1507,16 @@ impl MetadataStore for SqlStore {
             "metadata_location": record.metadata_location,
             "version": record.version,
         });
-        append_change(&mut tx, ctx, Some(catalog_id), "rename_table", payload, now).await?;
+        append_change(
+            self.backend,
+            &mut tx,
+            ctx,
+            Some(catalog_id),
+            "rename_table",
+            payload,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -1479,6 +1547,28 @@ impl MetadataStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    // ---- replication (apply side) --------------------------------------------------------
+
+    async fn bootstrap(&self, wanted: &BootstrapEntities) -> Result<BootstrapEntities> {
+        self.bootstrap_entities(wanted).await
+    }
+
+    async fn replication_watermark(&self) -> Result<ReplicationWatermark> {
+        self.watermark().await
+    }
+
+    async fn apply_replicated(&self, records: &[ChangeRecord]) -> Result<ApplyOutcome> {
+        self.apply_records(records).await
+    }
+
+    async fn set_replication_paused(&self, paused: bool) -> Result<()> {
+        self.set_paused(paused).await
+    }
+
+    async fn get_table_by_id(&self, id: &str) -> Result<Option<TableRecord>> {
+        self.table_by_id(id).await
     }
 
     // ---- idempotency keys ----------------------------------------------------------------

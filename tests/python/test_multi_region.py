@@ -540,7 +540,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_primary, dev_data_dir, namespaces_to_drop) -> None:
+def control_readable(address: str) -> bool:
+    """Whether a voter answers ``GET /control/v1/state`` (read through the leader)."""
+    try:
+        return voter_get(address, "/control/v1/state", timeout_s=0.5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def fmt_s(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
+# After the killed child is back, how long the voters must keep agreeing on the old leader
+# before the test concludes that no other leader will be elected (longer than openraft's
+# follower timeout with the dev settings: leader lease 1.5 s + election timeout <= 1.5 s).
+OLD_LEADER_STABLE_S = 5.0
+
+
+def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_primary, dev_data_dir) -> None:
     cluster = wait_for("3 reachable voters agreeing on a leader (GET /control/v1/cluster)", healthy_cluster, 30)
     leader_id = cluster["leader"]
     by_id = {v["id"]: v for v in cluster["voters"]}
@@ -551,68 +569,146 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
     child = DEV_CHILD[leader["region"]]
     pid = pid_of(dev_data_dir, child)
     survivors = {region: address for region, address in VOTER.items() if region != leader["region"]}
-    # Writes go through a catalog that is not in the killed child.
+    # Writes go through a catalog that does not run in the killed child.
     write_region = EU if child == US else US
+    write_uri = CATALOG[write_region]
+    prefix = catalog_prefix(write_uri)
     primary = control_status(CATALOG[US])["control"]["primary"]
-    print(f"\n[leader-kill] leader: voter {leader_id} ({leader['region']}, {leader['address']}); killing dev child {child} pid {pid}; writes through {CATALOG[write_region]}; primary {primary}")
+    print(
+        f"\n[leader-kill] leader: voter {leader_id} ({leader['region']}, {leader['address']}); primary region {primary}; "
+        f"SIGKILL to dev child {child} (pid {pid}); probing writes through {write_uri}"
+    )
 
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
 
-    election_s = write_gap_s = None
+    def now() -> float:
+        return time.monotonic() - killed_at
+
+    election_s: float | None = None  # a survivor reports another leader
     new_leader = None
+    control_back_s: float | None = None  # a survivor answers GET /control/v1/state again
+    restarted_s: float | None = None  # the supervisor has started the child again
+    old_leader_stable_since: float | None = None  # all 3 voters report the old leader again
+    first_write_s: float | None = None  # first successful write after the kill
+    outage_start: float | None = None  # first failed write probe of the current outage
+    longest_outage_s = 0.0
+    last_write_ok = False
+    committed_in: set[str] = set()
     write_answers: list[str] = []
+    probes: list[str] = []
     last_views: dict[str, Any] = {}
-    deadline = killed_at + 60
-    while (election_s is None or write_gap_s is None) and time.monotonic() < deadline:
-        if election_s is None:
-            for region, address in survivors.items():
-                try:
-                    view = cluster_view(address, timeout_s=0.5)
-                except Exception as exc:  # noqa: BLE001
-                    last_views[region] = f"{type(exc).__name__}: {exc}"
-                    continue
-                last_views[region] = view.get("leader")
-                if view.get("leader") not in (None, leader_id):
-                    election_s = time.monotonic() - killed_at
-                    new_leader = view["leader"]
-                    break
-        if write_gap_s is None:
-            namespace = unique("mr_leader_kill")
+    deadline = 60.0
+    while now() < deadline:
+        # Who the survivors say leads.
+        for region, address in survivors.items():
             try:
-                response = create_namespace_raw(CATALOG[write_region], namespace, timeout_s=3)
-                write_answers.append(f"{time.monotonic() - killed_at:.2f}s {response.status_code} {response.headers.get(COMMITTED_IN)}")
-                if response.status_code == 200:
-                    write_gap_s = time.monotonic() - killed_at
-                    namespaces_to_drop.append((CATALOG[write_region], namespace))
-                    committed_in = response.headers.get(COMMITTED_IN)
-                else:
-                    assert response.status_code == 503, f"write through {CATALOG[write_region]} after the kill: {response.status_code} {response.text[:300]}"
-            except requests.RequestException as exc:
-                write_answers.append(f"{time.monotonic() - killed_at:.2f}s {type(exc).__name__}")
-        time.sleep(0.05)
+                view = cluster_view(address, timeout_s=0.5)
+            except Exception as exc:  # noqa: BLE001
+                last_views[region] = f"{type(exc).__name__}: {exc}"
+                continue
+            last_views[region] = view.get("leader")
+            if election_s is None and view.get("leader") not in (None, leader_id):
+                election_s, new_leader = now(), view["leader"]
+        if control_back_s is None and any(control_readable(a) for a in survivors.values()):
+            control_back_s = now()
+        # The killed child coming back.
+        if restarted_s is None:
+            try:
+                restarted = pid_of(dev_data_dir, child)
+                if restarted != pid and alive(restarted):
+                    restarted_s = now()
+            except (AssertionError, OSError, ValueError):
+                pass
+        if election_s is None and restarted_s is not None:
+            try:
+                healthy = healthy_cluster()
+            except Exception:  # noqa: BLE001
+                healthy = None
+            if healthy and healthy["leader"] == leader_id:
+                old_leader_stable_since = old_leader_stable_since if old_leader_stable_since is not None else now()
+            else:
+                old_leader_stable_since = None
+        # One write probe.
+        namespace = unique("mr_leader_kill")
+        try:
+            response = requests.post(
+                f"{write_uri}/v1/{prefix}/namespaces", json={"namespace": [namespace]}, timeout=3
+            )
+            ok = response.status_code == 200
+            if response.status_code == 409:
+                ok = True  # committed by an earlier attempt whose answer was lost
+            write_answers.append(f"{now():.2f}s {response.status_code} {response.headers.get(COMMITTED_IN)} {response.text[:120] if not ok else ''}")
+            assert ok or response.status_code == 503, f"write through {write_uri} after the kill: {response.status_code} {response.text[:300]}"
+            if ok:
+                probes.append(namespace)
+                committed_in.add(response.headers.get(COMMITTED_IN))
+        except requests.RequestException as exc:
+            ok = False
+            write_answers.append(f"{now():.2f}s {type(exc).__name__}")
+        if ok:
+            if first_write_s is None:
+                first_write_s = now()
+            if outage_start is not None:
+                longest_outage_s = max(longest_outage_s, now() - outage_start)
+                outage_start = None
+        elif outage_start is None:
+            outage_start = now()
+        last_write_ok = ok
+
+        elected_and_back = election_s is not None and restarted_s is not None
+        old_leader_resumed = (
+            old_leader_stable_since is not None and now() - old_leader_stable_since >= OLD_LEADER_STABLE_S
+        )
+        if (elected_and_back or old_leader_resumed) and last_write_ok and control_back_s is not None:
+            break
+        time.sleep(0.1)
+    if outage_start is not None:
+        longest_outage_s = max(longest_outage_s, now() - outage_start)
+    failed_writes = [a for a in write_answers if " 200 " not in a and " 409 " not in a]
+
+    # The supervisor restarts the killed child; the cluster gets its three voters back.
+    new_pid = wait_for(f"the dev supervisor to restart {child}", lambda: (p := pid_of(dev_data_dir, child)) != pid and alive(p) and p, 60)
+    back = wait_for("3 reachable voters agreeing on a leader after the restart", healthy_cluster, 60)
 
     timings = {
         "killed_child": child,
         "old_leader": leader_id,
         "new_leader": new_leader,
+        "leader_after_restart": back["leader"],
         "election_s": election_s,
-        "write_unavailable_s": write_gap_s,
+        "control_api_unavailable_s": control_back_s,
+        "child_restarted_after_s": restarted_s,
+        "writes_through": write_uri,
+        "first_write_after_kill_s": first_write_s,
+        "longest_write_outage_s": round(longest_outage_s, 3),
+        "write_committed_in": sorted(r for r in committed_in if r),
+        "failed_writes": failed_writes[:3] + (["..."] if len(failed_writes) > 6 else []) + failed_writes[3:][-3:],
     }
-    print(f"[leader-kill] MEASURED election time: {election_s if election_s is None else f'{election_s:.2f} s'} (new leader {new_leader}); "
-          f"write unavailability through {CATALOG[write_region]}: {write_gap_s if write_gap_s is None else f'{write_gap_s:.2f} s'}")
+    print(
+        f"[leader-kill] MEASURED: election of a new leader {fmt_s(election_s)} (voter {new_leader}); "
+        f"control API unavailable {fmt_s(control_back_s)}; {child} restarted after {fmt_s(restarted_s)} (pid {new_pid}); "
+        f"writes through {write_uri}: first success {fmt_s(first_write_s)} after the kill, longest outage {longest_outage_s:.2f} s; "
+        f"leader once all voters were back: voter {back['leader']}; failed write probes: {timings['failed_writes']}"
+    )
     if os.environ.get("PANGOLIN_MR_TIMINGS"):
-        Path(os.environ["PANGOLIN_MR_TIMINGS"]).write_text(json.dumps(timings, indent=2))
+        Path(os.environ["PANGOLIN_MR_TIMINGS"]).write_text(json.dumps(timings, indent=2) + "\n")
+    drop_probe_namespaces(write_uri, prefix, probes)
 
     assert election_s is not None, (
-        f"no surviving voter reported a leader other than {leader_id} within 60 s of killing {child}; "
-        f"last leaders seen by the survivors: {last_views}"
+        f"no new control-plane leader: the survivors {sorted(survivors)} still reported voter {leader_id} "
+        f"when the dev supervisor restarted {child} {fmt_s(restarted_s)} after the kill, and it led again "
+        f"(all voters agreed on voter {leader_id} for {OLD_LEADER_STABLE_S:.0f} s); last views: {last_views}"
     )
-    assert new_leader in by_id and new_leader != leader_id
-    assert write_gap_s is not None, f"no write through {CATALOG[write_region]} succeeded within 60 s; answers: {write_answers[-5:]}"
-    assert committed_in in (US, EU), f"the write that succeeded was committed in {committed_in!r}"
+    assert new_leader in by_id and new_leader != leader_id, f"new leader {new_leader} is not another voter of {sorted(by_id)}"
+    assert first_write_s is not None, f"no write through {write_uri} succeeded within 60 s; last answers: {write_answers[-5:]}"
+    assert last_write_ok, f"writes through {write_uri} were failing when the observation ended; last answers: {write_answers[-5:]}"
+    assert committed_in <= {US, EU}, f"writes were committed in {committed_in}"
 
-    # The supervisor restarts the killed child; the cluster gets its three voters back.
-    new_pid = wait_for(f"the dev supervisor to restart {child}", lambda: (p := pid_of(dev_data_dir, child)) != pid and alive(p) and p, 60)
-    back = wait_for("3 reachable voters agreeing on a leader after the restart", healthy_cluster, 60)
-    print(f"[leader-kill] {child} restarted as pid {new_pid} after {time.monotonic() - killed_at:.2f} s; leader now voter {back['leader']}")
+
+def drop_probe_namespaces(uri: str, prefix: str, namespaces: list[str]) -> None:
+    for namespace in namespaces:
+        try:
+            requests.delete(f"{uri}/v1/{prefix}/namespaces/{namespace}", timeout=5)
+        except requests.RequestException:
+            pass
