@@ -3,7 +3,7 @@
 //! Runs three child processes of this binary, each `pangolin serve` with one of the built-in
 //! region files: us-east-1 (catalog 8181, S3 9000, voter 8190), eu-west-1 (catalog 8281,
 //! S3 9100, voter 8290) and the witness voter (8390). A child that dies unexpectedly is
-//! restarted after a short pause, as a service manager would; Ctrl-C or SIGTERM stops them
+//! restarted after 5 s, as a service manager would; Ctrl-C or SIGTERM stops them
 //! all cleanly. Each child's pid is kept in `<data-dir>/dev/<name>.pid` for drills and tests.
 
 use std::path::{Path, PathBuf};
@@ -31,8 +31,11 @@ pub const DEV_NODES: &[(&str, &str)] = &[
     ("witness", WITNESS_TOML),
 ];
 
-/// Pause before restarting a child that died unexpectedly.
-const RESTART_AFTER: Duration = Duration::from_secs(2);
+/// Pause before restarting a child that died unexpectedly. Longer than a Raft leader lease
+/// plus the largest election timeout (1.5 s + 1.5 s in the dev files), so the surviving voters
+/// elect a new leader before a killed leader comes back (openraft lets a restarted voter
+/// resume its own committed leadership at once).
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 /// The us-east-1 catalog config as a standalone region (no control plane), for in-process
 /// test regions.

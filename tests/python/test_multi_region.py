@@ -564,6 +564,7 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
     by_id = {v["id"]: v for v in cluster["voters"]}
     assert leader_id in by_id, f"leader {leader_id} is not among the voters {cluster['voters']}"
     leader = by_id[leader_id]
+    leader_term = cluster.get("term")
     assert leader["region"] in DEV_CHILD, f"leader voter {leader} has an unknown region"
     assert leader["address"] == VOTER[leader["region"]], f"leader voter {leader} is not where dev runs {leader['region']}'s voter"
     child = DEV_CHILD[leader["region"]]
@@ -575,7 +576,7 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
     prefix = catalog_prefix(write_uri)
     primary = control_status(CATALOG[US])["control"]["primary"]
     print(
-        f"\n[leader-kill] leader: voter {leader_id} ({leader['region']}, {leader['address']}); primary region {primary}; "
+        f"\n[leader-kill] leader: voter {leader_id} ({leader['region']}, {leader['address']}, term {leader_term}); primary region {primary}; "
         f"SIGKILL to dev child {child} (pid {pid}); probing writes through {write_uri}"
     )
 
@@ -607,7 +608,7 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
             except Exception as exc:  # noqa: BLE001
                 last_views[region] = f"{type(exc).__name__}: {exc}"
                 continue
-            last_views[region] = view.get("leader")
+            last_views[region] = {"leader": view.get("leader"), "term": view.get("term")}
             if election_s is None and view.get("leader") not in (None, leader_id):
                 election_s, new_leader = now(), view["leader"]
         if control_back_s is None and any(control_readable(a) for a in survivors.values()):
@@ -674,8 +675,10 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
     timings = {
         "killed_child": child,
         "old_leader": leader_id,
+        "old_term": leader_term,
         "new_leader": new_leader,
         "leader_after_restart": back["leader"],
+        "term_after_restart": back.get("term"),
         "election_s": election_s,
         "control_api_unavailable_s": control_back_s,
         "child_restarted_after_s": restarted_s,
@@ -689,7 +692,7 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
         f"[leader-kill] MEASURED: election of a new leader {fmt_s(election_s)} (voter {new_leader}); "
         f"control API unavailable {fmt_s(control_back_s)}; {child} restarted after {fmt_s(restarted_s)} (pid {new_pid}); "
         f"writes through {write_uri}: first success {fmt_s(first_write_s)} after the kill, longest outage {longest_outage_s:.2f} s; "
-        f"leader once all voters were back: voter {back['leader']}; failed write probes: {timings['failed_writes']}"
+        f"leader once all voters were back: voter {back['leader']} (term {back.get('term')}); failed write probes: {timings['failed_writes']}"
     )
     if os.environ.get("PANGOLIN_MR_TIMINGS"):
         Path(os.environ["PANGOLIN_MR_TIMINGS"]).write_text(json.dumps(timings, indent=2) + "\n")
@@ -698,7 +701,8 @@ def test_killing_control_plane_leader_elects_new_leader_and_writes_resume(us_pri
     assert election_s is not None, (
         f"no new control-plane leader: the survivors {sorted(survivors)} still reported voter {leader_id} "
         f"when the dev supervisor restarted {child} {fmt_s(restarted_s)} after the kill, and it led again "
-        f"(all voters agreed on voter {leader_id} for {OLD_LEADER_STABLE_S:.0f} s); last views: {last_views}"
+        f"(all voters agreed on voter {leader_id} for {OLD_LEADER_STABLE_S:.0f} s; term {leader_term} before the kill, "
+        f"{back.get('term')} after); last views of the survivors: {last_views}"
     )
     assert new_leader in by_id and new_leader != leader_id, f"new leader {new_leader} is not another voter of {sorted(by_id)}"
     assert first_write_s is not None, f"no write through {write_uri} succeeded within 60 s; last answers: {write_answers[-5:]}"
