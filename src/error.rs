@@ -27,6 +27,9 @@ pub enum CatalogError {
     BadRequest(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Well-formed but contradictory (e.g. a property both removed and updated).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("{0}")]
     Unsupported(String),
     /// This region may not write now (stale fencing epoch, no lease): retry later or elsewhere.
@@ -63,6 +66,10 @@ impl CatalogError {
             }
             CatalogError::CommitFailed(_) => (StatusCode::CONFLICT, "CommitFailedException"),
             CatalogError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequestException"),
+            CatalogError::Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "UnprocessableEntityException",
+            ),
             CatalogError::PayloadTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "BadRequestException")
             }

@@ -5,26 +5,31 @@
 # against the spec's schema for that status, the documented media type.
 # docs/spec-coverage.md lists every spec operation and why the others are not served.
 #
-#   tests/fuzz.sh [--prepare] [run.py options...]
+#   tests/fuzz.sh [--prepare | --help] [run.py options...]
 #
 #   --prepare   only create/refresh the fuzzer's venv and exit (e.g. before entering a
 #               network namespace without PyPI access)
-#   run.py options, e.g. --seed N, --max-examples N, --operation loadTable (repeatable),
-#   --report-dir DIR; see `tests/fuzz/run.py --help`.
+#   run.py options, e.g. --seed N, --max-examples N, --timeout S, --phases fuzzing,stateful,
+#   --operation loadTable (repeatable), --report-dir DIR; see `tests/fuzz.sh --help`.
+#
+# Before fuzzing, run.py checks the table of docs/spec-coverage.md against the spec and the
+# server's `endpoints` (exit 2 when it is out of date).
 #
 # Assumes a catalog is running (e.g. `pangolin dev`) with catalog $PANGOLIN_FUZZ_CATALOG.
-# Seeds namespace `fuzz`, table `fuzz.t1` and view `fuzz.v1` (kept when they exist) so that
-# fuzzed path parameters reach existing objects. The run mutates the catalog: use a
-# throw-away one (`pangolin dev --fresh`).
+# Before each Schemathesis phase, run.py seeds (plain HTTP POSTs) namespace `fuzz`, tables
+# `fuzz.t1`, `fuzz.t2` and views `fuzz.v1`, `fuzz.v2` (kept when they exist) so fuzzed path
+# parameters reach existing objects. The run mutates the catalog: use a throw-away one
+# (`pangolin dev --fresh`).
 #
 # Environment:
 #   PANGOLIN_URI               catalog base URL (default http://127.0.0.1:8181)
 #   PANGOLIN_FUZZ_CATALOG      catalog name, the `{prefix}` (default demo)
 #   PANGOLIN_FUZZ_VENV         venv of the fuzzer (default $HOME/.cache/pangolin/fuzz-venv)
 #   PANGOLIN_FUZZ_SEED         Hypothesis seed (default 20240601)
-#   PANGOLIN_FUZZ_MAX_EXAMPLES test cases per operation and phase (default 30)
-#   PANGOLIN_FUZZ_TIMEOUT      hard limit of the Schemathesis run in seconds (default 270)
+#   PANGOLIN_FUZZ_MAX_EXAMPLES test cases per operation in the fuzzing phase (default 50)
+#   PANGOLIN_FUZZ_TIMEOUT      hard limit of all Schemathesis phases together, seconds (default 270)
 # Exit status: 0 all checks passed; 1 a check failed or the run timed out; 2 setup problem.
+# The last line is `fuzz: N passed, N failed` (one test per operation and phase).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,10 +55,16 @@ ensure_venv() {
   cp "$REQUIREMENTS" "$stamp"
 }
 
-if [ "${1:-}" = "--prepare" ]; then
-  ensure_venv
-  exit 0
-fi
+case "${1:-}" in
+  --prepare)
+    ensure_venv
+    exit 0
+    ;;
+  -h | --help)
+    ensure_venv
+    exec "$VENV/bin/python" "$HERE/fuzz/run.py" --help
+    ;;
+esac
 ensure_venv || { log "cannot prepare the venv"; exit 2; }
 
 # ---- the server ---------------------------------------------------------------------------
@@ -65,43 +76,6 @@ if ! curl -fsS -o /dev/null "$URI/v1/config?warehouse=$CATALOG"; then
   log "no catalog '$CATALOG' answering at $URI/v1/config"
   exit 2
 fi
-
-# ---- seed state ---------------------------------------------------------------------------
-# POST <path> <json>; 200 (created) and 409 (already there) are both fine.
-seed() {
-  local path="$1" body="$2" status
-  status="$(curl -sS -o /tmp/pangolin-fuzz-seed.$$ -w '%{http_code}' -X POST \
-    -H 'Content-Type: application/json' --data "$body" "$URI/v1/$CATALOG/$path")"
-  case "$status" in
-    200 | 409) ;;
-    *)
-      log "seeding POST $path answered $status: $(cat /tmp/pangolin-fuzz-seed.$$)"
-      rm -f /tmp/pangolin-fuzz-seed.$$
-      exit 2
-      ;;
-  esac
-  rm -f /tmp/pangolin-fuzz-seed.$$
-}
-seed namespaces '{"namespace": ["fuzz"], "properties": {"owner": "fuzz"}}'
-seed namespaces/fuzz/tables '{
-  "name": "t1",
-  "schema": {"type": "struct", "schema-id": 0, "fields": [
-    {"id": 1, "name": "id", "type": "long", "required": true},
-    {"id": 2, "name": "data", "type": "string", "required": false}]},
-  "partition-spec": {"spec-id": 0, "fields": [
-    {"source-id": 1, "field-id": 1000, "name": "id_bucket", "transform": "bucket[4]"}]},
-  "properties": {"format-version": "2"}
-}'
-seed namespaces/fuzz/views '{
-  "name": "v1",
-  "schema": {"type": "struct", "schema-id": 0, "fields": [
-    {"id": 1, "name": "id", "type": "long", "required": true}]},
-  "view-version": {"version-id": 1, "timestamp-ms": 1700000000000, "schema-id": 0,
-    "summary": {"engine-name": "fuzz"}, "default-namespace": ["fuzz"],
-    "representations": [{"type": "sql", "sql": "SELECT id FROM fuzz.t1", "dialect": "spark"}]},
-  "properties": {}
-}'
-log "seeded namespace fuzz, table fuzz.t1, view fuzz.v1 in catalog $CATALOG at $URI"
 
 # ---- fuzz -----------------------------------------------------------------------------------
 exec "$VENV/bin/python" "$HERE/fuzz/run.py" "$@"

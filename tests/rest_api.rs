@@ -766,3 +766,76 @@ async fn load_credentials_vends_the_region_storage_for_the_table_location() {
     assert_error(&b, s, "NoSuchTableException");
     f.region.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spec_edge_cases_answer_documented_statuses() {
+    let f = Fixture::new().await;
+    // The spec's own example: a nested namespace in an empty catalog; ancestors are created.
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces"))
+            .json(&json!({"namespace": ["accounting", "tax"], "properties": {"owner": "Hank"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, top) = send(f.http.get(f.url("/namespaces"))).await;
+    assert_eq!(top["namespaces"], json!([["accounting"]]));
+
+    // A key both removed and updated: 422, nothing changed.
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces/accounting%1Ftax/properties"))
+            .json(&json!({"removals": ["owner"], "updates": {"owner": "x"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (_, ns) = send(f.http.get(f.url("/namespaces/accounting%1Ftax"))).await;
+    assert_eq!(ns["properties"]["owner"], "Hank");
+
+    // write-order without its read-only order-id.
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces/accounting/tables"))
+            .json(&json!({
+                "name": "sorted", "schema": schema(),
+                "write-order": {"fields": [{"source-id": 1, "transform": "identity",
+                                             "direction": "asc", "null-order": "nulls-first"}]}
+            })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["metadata"]["default-sort-order-id"], 1);
+
+    // registerTable with overwrite moves an existing table to the registered file.
+    let other = f.create_table("accounting", "other").await;
+    let file = other["metadata-location"].as_str().unwrap();
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces/accounting/register"))
+            .json(&json!({"name": "sorted", "metadata-location": file, "overwrite": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        f.load("accounting", "sorted").await.1["metadata-location"],
+        file
+    );
+    let (s, _) = send(
+        f.http
+            .post(f.url("/namespaces/accounting/register"))
+            .json(&json!({"name": "sorted", "metadata-location": file})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // Server-side scan planning is not offered.
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces/accounting/tables/sorted/plan"))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_ACCEPTABLE);
+    assert_error(&b, s, "UnsupportedOperationException");
+    f.region.shutdown().await;
+}

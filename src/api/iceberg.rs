@@ -91,6 +91,19 @@ pub fn router() -> Router<Arc<AppState>> {
             get(load_credentials),
         )
         .route("/v1/{prefix}/tables/rename", post(rename_table))
+        // Server-side scan planning is not offered (and not advertised in `endpoints`).
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/plan",
+            post(scan_planning_unsupported),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/plan/{plan_id}",
+            get(scan_planning_unsupported).delete(scan_planning_unsupported),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/tasks",
+            post(scan_planning_unsupported),
+        )
         .route("/v1/{prefix}/transactions/commit", post(commit_transaction))
 }
 
@@ -637,4 +650,12 @@ async fn load_credentials(
             "config": state.storage_properties,
         }]
     })))
+}
+
+/// planTableScan, fetchPlanningResult, cancelPlanning, fetchScanTasks: clients plan scans
+/// themselves.
+async fn scan_planning_unsupported() -> CatalogError {
+    CatalogError::Unsupported(
+        "Server-side scan planning is not supported; plan the scan in the client".into(),
+    )
 }

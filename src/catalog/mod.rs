@@ -280,6 +280,27 @@ impl CatalogService {
         properties: &HashMap<String, String>,
     ) -> Result<HashMap<String, String>> {
         validate_namespace(ns)?;
+        // Missing ancestors are created first (empty properties), as the spec's own example
+        // creates `accounting.tax` in an empty catalog.
+        for depth in 1..ns.len() {
+            let ancestor = &ns[..depth];
+            if self
+                .store
+                .get_namespace(&cat.catalog.id, ancestor)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            match self
+                .store
+                .create_namespace(&self.ctx(), &cat.catalog.id, ancestor, &HashMap::new())
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(self.write_err(e).await),
+            }
+        }
         match self
             .store
             .create_namespace(&self.ctx(), &cat.catalog.id, ns, properties)
@@ -332,6 +353,11 @@ impl CatalogService {
         removals: &[String],
         updates: &HashMap<String, String>,
     ) -> Result<PropertiesUpdate> {
+        if let Some(k) = removals.iter().find(|k| updates.contains_key(*k)) {
+            return Err(CatalogError::Unprocessable(format!(
+                "Property {k:?} is both removed and updated"
+            )));
+        }
         match self
             .store
             .update_namespace_properties(&self.ctx(), &cat.catalog.id, ns, removals, updates)
@@ -563,11 +589,6 @@ impl CatalogService {
         overwrite: bool,
     ) -> Result<LoadedTable> {
         validate_name("table", name)?;
-        if overwrite {
-            return Err(CatalogError::Unsupported(
-                "registerTable with overwrite=true is not supported".into(),
-            ));
-        }
         let bytes = self
             .objects
             .get(metadata_location)
@@ -579,6 +600,36 @@ impl CatalogService {
             ))
         })?;
         let cached = self.cache.insert(metadata_location, metadata, bytes);
+        if overwrite {
+            if let Some(existing) = self.store.get_table(&cat.catalog.id, ns, name).await? {
+                if existing.kind != EntityKind::Table {
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "View with same name already exists: {}",
+                        table_display(ns, name)
+                    )));
+                }
+                // Point the existing table at the registered file (compare-and-swap).
+                let staged = StagedSwap {
+                    swap: PointerSwap {
+                        table_id: existing.id.clone(),
+                        expected_version: existing.version,
+                        new_metadata_location: metadata_location.to_string(),
+                    },
+                    cached,
+                };
+                let swaps = vec![staged.swap.clone()];
+                self.authority.ensure_can_commit()?;
+                return match self.store.commit_tables(&self.ctx(), &swaps).await {
+                    Ok(mut records) => Ok(LoadedTable {
+                        record: records.pop().ok_or_else(|| {
+                            CatalogError::Internal("commit returned no record".into())
+                        })?,
+                        metadata: staged.cached,
+                    }),
+                    Err(e) => Err(self.write_err(e).await),
+                };
+            }
+        }
         let record = match self
             .store
             .create_table(

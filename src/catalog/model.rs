@@ -67,7 +67,7 @@ pub struct CreateTableRequest {
     pub schema: Schema,
     #[serde(default)]
     pub partition_spec: Option<UnboundPartitionSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "write_order")]
     pub write_order: Option<SortOrder>,
     #[serde(default)]
     pub stage_create: bool,
@@ -106,4 +106,27 @@ pub struct CommitTableRequest {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CommitTransactionRequest {
     pub table_changes: Vec<CommitTableRequest>,
+}
+
+/// A create request's sort order: `order-id` is read-only in the spec, so clients may leave
+/// it out (0 for an unsorted order, 1 otherwise).
+fn write_order<'de, D>(d: D) -> Result<Option<SortOrder>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let Some(mut v) = Option::<serde_json::Value>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(o) = v.as_object_mut() {
+        if !o.contains_key("order-id") {
+            let sorted = o
+                .get("fields")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| !f.is_empty());
+            o.insert("order-id".into(), serde_json::Value::from(u8::from(sorted)));
+        }
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }

@@ -8,7 +8,7 @@
 //! record up to that drop (so the table's intermediate pointers are never exposed here and
 //! its files, possibly purged at the primary meanwhile, need not be copied). For each record
 //! that creates or moves a table pointer, every object the new metadata adds over the
-//! region's current metadata of that table (all of them for a table new here) and then the
+//! region's current metadata of that table (all of them for a table new here) and the
 //! metadata file itself are made present in the local bucket, copied from the primary's;
 //! only then does [`MetadataStore::apply_replicated`] apply the unit and advance the
 //! watermark in one transaction. A crash at any point resumes from the watermark; re-applying
@@ -203,6 +203,9 @@ pub struct Replication {
     running: AtomicBool,
     wake: Notify,
     shutdown: CancellationToken,
+    /// The metadata last replicated per table id (location, parsed): the base of the
+    /// table's next change, without reading it back.
+    recent: moka::sync::Cache<String, (String, Arc<TableMetadata>)>,
 }
 
 impl Replication {
@@ -243,6 +246,7 @@ impl Replication {
             running: AtomicBool::new(false),
             wake: Notify::new(),
             shutdown,
+            recent: moka::sync::Cache::new(1024),
         }
     }
 
@@ -784,6 +788,7 @@ impl Replication {
                 .await
                 .map_err(|e| RoundError::copy(seq, e));
         }
+        let started = Instant::now();
         let bytes = peer.objects.get(&location).await.map_err(|e| match e {
             StorageError::NotFound(_) => RoundError::permanent(
                 Some(seq),
@@ -798,26 +803,47 @@ impl Replication {
                 format!("metadata file {location} does not parse: {e}"),
             )
         })?;
+        let read_ms = started.elapsed().as_millis() as u64;
         let base = match bases.get(&pointer.id) {
             Some(b) => Some(b.clone()),
             None => self.local_metadata(&pointer.id).await,
         };
+        let base_ms = started.elapsed().as_millis() as u64;
         let objects = objects_to_replicate(&peer.objects, base.as_deref(), &new)
             .await
             .map_err(|e| RoundError::copy(seq, e))?;
-        let mut report = self
-            .copier
-            .ensure_present(&peer.objects, &self.local, &objects)
-            .await
-            .map_err(|e| RoundError::copy(seq, e))?;
-        let metadata = self
-            .copier
-            .ensure_present(&peer.objects, &self.local, &[location])
-            .await
-            .map_err(|e| RoundError::copy(seq, e))?;
-        report.copied += metadata.copied;
-        report.bytes_copied += metadata.bytes_copied;
-        bases.insert(pointer.id.clone(), Arc::new(new));
+        let listed_ms = started.elapsed().as_millis() as u64;
+        // The metadata file is referenced by nothing until the pointer moves, so it is
+        // written alongside the objects (its bytes are at hand already).
+        let size = bytes.len() as u64;
+        let put_metadata = async {
+            match self.local.head(&location).await {
+                Ok(Some(info)) if info.size == size => Ok(0u64),
+                _ => self.local.put(&location, bytes).await.map(|()| size),
+            }
+        };
+        let (report, metadata) = tokio::join!(
+            self.copier
+                .ensure_present(&peer.objects, &self.local, &objects),
+            put_metadata
+        );
+        let mut report = report.map_err(|e| RoundError::copy(seq, e))?;
+        let written = metadata.map_err(|e| {
+            RoundError::transient(Some(seq), format!("cannot write {location} here: {e}"))
+        })?;
+        if written > 0 {
+            report.copied += 1;
+            report.bytes_copied += written;
+        }
+        tracing::debug!(
+            seq, table = %pointer.id, objects = objects.len(), copied = report.copied,
+            read_ms, base_ms, listed_ms, total_ms = started.elapsed().as_millis() as u64,
+            "objects of the change present"
+        );
+        let new = Arc::new(new);
+        self.recent
+            .insert(pointer.id.clone(), (location.clone(), new.clone()));
+        bases.insert(pointer.id.clone(), new);
         Ok(report)
     }
 
@@ -826,6 +852,11 @@ impl Replication {
         let record = self.store.get_table_by_id(table_id).await.ok()??;
         if record.kind != EntityKind::Table {
             return None;
+        }
+        if let Some((location, metadata)) = self.recent.get(table_id) {
+            if location == record.metadata_location {
+                return Some(metadata);
+            }
         }
         let bytes = match self.local.get(&record.metadata_location).await {
             Ok(b) => b,

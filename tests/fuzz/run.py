@@ -7,13 +7,21 @@ are discovered), and runs Schemathesis against them with the catalog name fixed 
 `{prefix}` path parameter. Spec operations the server does not advertise are not fuzzed;
 docs/spec-coverage.md says why each one is missing.
 
-Usage (normally through tests/fuzz.sh, which prepares the venv and seeds state):
+Schemathesis runs once per phase (examples, coverage, fuzzing, stateful); before each one
+the seeded objects (namespace `fuzz`, tables `fuzz.t1` and `fuzz.t2`, views `fuzz.v1` and
+`fuzz.v2`) are created again when an earlier phase dropped or renamed them, so every phase
+reaches existing objects, not only random names that answer 404.
+
+Before fuzzing it checks the operations table of docs/spec-coverage.md against the spec and
+the advertised endpoints.
+
+Usage (normally through tests/fuzz.sh, which prepares the venv and waits for the server):
 
     python tests/fuzz/run.py [--uri URL] [--catalog NAME] [--seed N] [--max-examples N]
 
 Exits 0 when every selected operation passed every check, 1 on any failure or error
 (including a run that exceeds --timeout), 2 on a setup problem (server unreachable, an
-advertised endpoint missing from the spec).
+advertised endpoint missing from the spec, docs/spec-coverage.md out of date).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +46,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 DEFAULT_SPEC = ROOT / "tests" / "spec" / "rest-catalog-open-api.yaml"
+COVERAGE_DOC = ROOT / "docs" / "spec-coverage.md"
 HTTP_METHODS = ("get", "put", "post", "delete", "head", "patch", "options", "trace")
 
 # What each response is checked for. Each check is one Schemathesis check name.
@@ -50,6 +60,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "head", "patch", "options", "tra
 #   error statuses per operation in enough detail that an undocumented status is a real
 #   deviation clients can trip over (e.g. a 404 where only 400/409 are documented).
 # - content_type_conformance: every response carries the media type the spec documents.
+# - response_headers_conformance: documented response headers (only `ETag`, on loadTable,
+#   createTable and commits, optional) have the documented schema.
 #
 # Not enabled, with the reason:
 # - negative_data_rejection: demands a 4xx for every schema-violating request. The spec's
@@ -60,8 +72,6 @@ HTTP_METHODS = ("get", "put", "post", "delete", "head", "patch", "options", "tra
 # - positive_data_acceptance: demands a 2xx for every schema-valid request. Schema-valid is
 #   not semantically valid here (a schema-valid createTable names a namespace that does
 #   not exist, a schema-valid commit violates its own requirements), so a 4xx is correct.
-# - response_headers_conformance: the only documented response header is `ETag` on
-#   loadTable / createTable / commits; covered by tests/rest_api.rs instead.
 # - use_after_free / ensure_resource_availability: need response links (the spec has none)
 #   and assume create-then-read on the same identifiers, which random names seldom give.
 # - unsupported_method, missing_required_header, ignored_auth and the other security
@@ -72,6 +82,7 @@ CHECKS = (
     "response_schema_conformance",
     "status_code_conformance",
     "content_type_conformance",
+    "response_headers_conformance",
 )
 
 # Advertised operations that are still not fuzzed: operationId -> reason. Keep empty unless
@@ -79,13 +90,32 @@ CHECKS = (
 # docs/spec-coverage.md as well.
 EXCLUDED: dict[str, str] = {}
 
-# Names seeded by tests/fuzz.sh. Path parameters take one of these about half the time, so
-# the fuzzer reaches existing objects (loadTable on a real table, commits against real
-# metadata) instead of answering 404 on random names only.
-SEEDED = {
-    "namespace": ["fuzz"],
-    "table": ["t1"],
-    "view": ["v1"],
+# Names of seeded objects (see seed() below), as Schemathesis dictionaries. The parameters and
+# body fields in BINDINGS take a value from their dictionary about half the time, so the
+# fuzzer reaches existing objects (loadTable on a real table, commits against real metadata)
+# and names the catalog accepts, instead of only random strings answering 400/404 (most
+# generated strings hold control characters, which names may not).
+DICTIONARIES = {
+    "namespaces": ["fuzz"],
+    "tables": ["t1"],
+    "views": ["v1"],
+    # identifiers in bodies: existing tables and views, and a free name
+    "names": ["t1", "t2", "v1", "v2", "fz_new"],
+}
+BINDINGS = {
+    "path.namespace": "namespaces",
+    "path.table": "tables",
+    "path.view": "views",
+    "body.name": "names",  # createTable, registerTable, createView, registerView
+    "body.namespace[*]": "namespaces",  # createNamespace
+    "body.source.namespace[*]": "namespaces",  # renameTable, renameView
+    "body.source.name": "names",
+    "body.destination.namespace[*]": "namespaces",
+    "body.destination.name": "names",
+    "body.identifier.namespace[*]": "namespaces",  # updateTable, replaceView
+    "body.identifier.name": "names",
+    "body.table-changes[*].identifier.namespace[*]": "namespaces",  # commitTransaction
+    "body.table-changes[*].identifier.name": "names",
 }
 
 
@@ -128,6 +158,43 @@ def spec_operations(spec_path: Path) -> list[dict]:
     return ops
 
 
+DOC_ROW = re.compile(r"^\| `([^`]+)` \| ([A-Z]+) \| `([^`]+)` \| (yes|no) \|")
+
+
+def check_coverage_doc(doc: Path, ops: list[dict], endpoints: list[str]) -> list[str]:
+    """Problems of docs/spec-coverage.md's table against the spec and the advertised endpoints."""
+    if not doc.exists():
+        return [f"{doc} is missing"]
+    rows = [m.groups() for line in doc.read_text(encoding="utf-8").splitlines() if (m := DOC_ROW.match(line))]
+    problems = []
+    seen: dict[str, tuple] = {}
+    for op_id, method, path, served in rows:
+        if op_id in seen:
+            problems.append(f"{op_id} is listed twice")
+        seen[op_id] = (method, path, served)
+    advertised = set(endpoints)
+    for op in ops:
+        row = seen.pop(op["id"], None)
+        if row is None:
+            problems.append(f"{op['id']} ({op['endpoint']}) is not in the table")
+            continue
+        method, path, served = row
+        if (method, path) != (op["method"], op["path"]):
+            problems.append(f"{op['id']} is listed as {method} {path}, the spec has {op['endpoint']}")
+        is_served = op["id"] == "getConfig" or op["endpoint"] in advertised
+        if (served == "yes") != is_served:
+            problems.append(
+                f"{op['id']} is marked served={served}, but the server "
+                f"{'advertises' if is_served else 'does not advertise'} it"
+            )
+    problems += [f"{op_id} is in the table but not in the spec" for op_id in seen]
+    total = re.search(r"Totals: (\d+) served", doc.read_text(encoding="utf-8"))
+    n_served = sum(1 for op in ops if op["id"] == "getConfig" or op["endpoint"] in advertised)
+    if total and int(total.group(1)) != n_served:
+        problems.append(f"'Totals: {total.group(1)} served' should be {n_served}")
+    return problems
+
+
 def toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid TOML basic string
 
@@ -137,10 +204,21 @@ def write_config(path: Path, args: argparse.Namespace) -> None:
         f"seed = {args.seed}",
         f"workers = {args.workers}",
         "request-timeout = 30",
+        # keep testing an operation after its first failure, so one known bug does not hide others
+        "continue-on-failure = true",
+        "",
+        "[cache]",
+        "enabled = false",  # no crash replay state between runs (and nothing written to the repo)
         "",
         "[generation]",
         f"max-examples = {args.max_examples}",
         'database = "none"',  # no example database: a run depends on the seed alone
+        "",
+        # Values harvested from earlier responses: off. With them, Schemathesis 4.32.5 sent one
+        # request to each DELETE operation in the fuzzing phase once an earlier DELETE had
+        # succeeded, instead of max-examples; the dictionaries below give real names anyway.
+        "[phases.fuzzing.extra-data-sources]",
+        "responses = false",
         "",
         "[phases.stateful]",
         f"max-steps = {args.stateful_steps}",
@@ -148,11 +226,79 @@ def write_config(path: Path, args: argparse.Namespace) -> None:
         "[parameters]",
         f'"path.prefix" = {toml_str(args.catalog)}',
     ]
-    for name in SEEDED:
-        lines.append(f'"path.{name}" = {{ dictionary = "{name}s", probability = 0.5 }}')
-    for name, values in SEEDED.items():
-        lines += ["", f"[dictionaries.{name}s]", f"values = {json.dumps(values)}"]
+    for key, dictionary in BINDINGS.items():
+        lines.append(f'{toml_str(key)} = {{ dictionary = "{dictionary}", probability = 0.5 }}')
+    for name, values in DICTIONARIES.items():
+        lines += ["", f"[dictionaries.{name}]", f"values = {json.dumps(values)}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ---- seeded state -------------------------------------------------------------------------
+
+SEED_SCHEMA = {
+    "type": "struct",
+    "schema-id": 0,
+    "fields": [
+        {"id": 1, "name": "id", "type": "long", "required": True},
+        {"id": 2, "name": "data", "type": "string", "required": False},
+    ],
+}
+
+
+def seed_requests() -> list[tuple[str, dict]]:
+    """(path under /v1/{prefix}/, body) of every POST that creates the seeded objects."""
+
+    def table(name: str) -> dict:
+        return {
+            "name": name,
+            "schema": SEED_SCHEMA,
+            "partition-spec": {
+                "spec-id": 0,
+                "fields": [{"source-id": 1, "field-id": 1000, "name": "id_bucket", "transform": "bucket[4]"}],
+            },
+            "properties": {"format-version": "2"},
+        }
+
+    def view(name: str) -> dict:
+        return {
+            "name": name,
+            "schema": {"type": "struct", "schema-id": 0, "fields": [SEED_SCHEMA["fields"][0]]},
+            "view-version": {
+                "version-id": 1,
+                "timestamp-ms": 1700000000000,
+                "schema-id": 0,
+                "summary": {"engine-name": "fuzz"},
+                "default-namespace": ["fuzz"],
+                "representations": [{"type": "sql", "sql": "SELECT id FROM fuzz.t1", "dialect": "spark"}],
+            },
+            "properties": {},
+        }
+
+    return [
+        ("namespaces", {"namespace": ["fuzz"], "properties": {"owner": "fuzz"}}),
+        ("namespaces/fuzz/tables", table("t1")),
+        ("namespaces/fuzz/tables", table("t2")),  # source of the renameTable example
+        ("namespaces/fuzz/views", view("v1")),
+        ("namespaces/fuzz/views", view("v2")),  # source of the renameView example
+    ]
+
+
+def seed(uri: str, catalog: str) -> None:
+    """Create the seeded objects; one that exists already (409) is fine."""
+    for path, body in seed_requests():
+        url = f"{uri}/v1/{urllib.parse.quote(catalog)}/{path}"
+        req = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise SystemExit(f"[fuzz] seeding POST {url} answered {exc.code}: {exc.read()[:500]!r}") from exc
+
+
+# ---- reports ------------------------------------------------------------------------------
 
 
 def junit_counts(path: Path) -> tuple[int, int, int, list[str]]:
@@ -172,23 +318,39 @@ def junit_counts(path: Path) -> tuple[int, int, int, list[str]]:
     return passed, failed, skipped, failing
 
 
+PHASES = ("examples", "coverage", "fuzzing", "stateful")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--uri", default=os.environ.get("PANGOLIN_URI", "http://127.0.0.1:8181"))
     p.add_argument("--catalog", default=os.environ.get("PANGOLIN_FUZZ_CATALOG", "demo"))
     p.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
     p.add_argument("--seed", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_SEED", "20240601")))
-    p.add_argument("--max-examples", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_MAX_EXAMPLES", "30")))
+    p.add_argument("--max-examples", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_MAX_EXAMPLES", "50")),
+                   help="test cases per operation in the fuzzing phase (and stateful scenarios)")
     p.add_argument("--stateful-steps", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_STATEFUL_STEPS", "10")))
     p.add_argument("--workers", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_WORKERS", "1")))
     p.add_argument("--timeout", type=int, default=int(os.environ.get("PANGOLIN_FUZZ_TIMEOUT", "270")),
-                   help="hard limit in seconds for the Schemathesis run (it fails when exceeded)")
+                   help="hard limit in seconds for all Schemathesis runs together (the run fails when exceeded)")
+    p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
     p.add_argument("--report-dir", type=Path, default=None,
                    help="where to keep the JUnit/NDJSON reports (default: a temporary directory)")
     p.add_argument("--operation", action="append", default=[],
                    help="fuzz only this operationId (repeatable; for iterating on one failure)")
+    p.add_argument("--print-operations", action="store_true",
+                   help="print every spec operation (operationId, method, path) and exit; no server needed")
     args = p.parse_args()
+    if args.print_operations:
+        for op in spec_operations(args.spec):
+            print(f"| `{op['id']}` | {op['method']} | `{op['path']}` |" + (" deprecated" if op["deprecated"] else ""))
+        return 0
     uri = args.uri.rstrip("/")
+    args.spec = args.spec.resolve()
+    phases = [ph for ph in args.phases.split(",") if ph]
+    if not phases or any(ph not in PHASES for ph in phases):
+        log(f"--phases must be a comma-separated subset of {','.join(PHASES)}")
+        return 2
 
     endpoints = fetch_endpoints(uri, args.catalog)
     ops = spec_operations(args.spec)
@@ -196,6 +358,13 @@ def main() -> int:
     unknown = [e for e in endpoints if e not in by_endpoint]
     if unknown:
         log(f"advertised endpoints that are not operations of {args.spec.name}: {unknown}")
+        return 2
+
+    problems = check_coverage_doc(COVERAGE_DOC, ops, endpoints)
+    if problems:
+        log(f"{COVERAGE_DOC.relative_to(ROOT)} is out of date:")
+        for problem in problems:
+            log(f"  - {problem}")
         return 2
 
     selected = ["getConfig"] + [by_endpoint[e]["id"] for e in endpoints]
@@ -208,57 +377,85 @@ def main() -> int:
         selected = args.operation
     not_fuzzed = [op["id"] for op in ops if op["id"] not in selected]
     log(f"{len(ops)} spec operations; fuzzing {len(selected)} (advertised by {uri}/v1/config)")
-    log(f"not fuzzed (see docs/spec-coverage.md): {', '.join(not_fuzzed)}")
+    log(f"not fuzzed (see docs/spec-coverage.md): {', '.join(not_fuzzed) or 'none'}")
     for op_id, why in EXCLUDED.items():
         log(f"excluded {op_id}: {why}")
 
-    report_dir = args.report_dir or Path(tempfile.mkdtemp(prefix="pangolin-fuzz."))
+    report_dir = (args.report_dir or Path(tempfile.mkdtemp(prefix="pangolin-fuzz."))).resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
     config_path = report_dir / "schemathesis.toml"
     write_config(config_path, args)
-    junit = report_dir / "junit.xml"
-    if junit.exists():
-        junit.unlink()
-
     st = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or "schemathesis"
-    cmd = [
-        st, "--config-file", str(config_path), "--no-color",
-        "run", str(args.spec),
-        "--url", uri,
-        "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing,stateful",
-        "--report", "junit,ndjson",
-        "--report-dir", str(report_dir),
-        "--report-junit-path", str(junit),
-        "--output-truncate", "false",
-    ]
-    for op_id in selected:
-        cmd += ["--include-operation-id", op_id]
-    env = dict(os.environ, SCHEMATHESIS_HOOKS=str(HERE / "hooks.py"))
-    log(f"seed {args.seed}, {args.max_examples} examples per operation and phase, reports in {report_dir}")
+    env = dict(
+        os.environ,
+        SCHEMATHESIS_HOOKS=str(HERE / "hooks.py"),
+        PANGOLIN_URI=uri,
+        PANGOLIN_FUZZ_CATALOG=args.catalog,
+    )
+    log(f"seed {args.seed}, {args.max_examples} examples per operation, phases {','.join(phases)}, reports in {report_dir}")
 
     started = time.monotonic()
+    results = []  # (phase, rc, passed, failed, skipped, failing)
     timed_out = False
-    try:
-        rc = subprocess.run(cmd, env=env, timeout=args.timeout, check=False).returncode
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        rc = 1
+    for phase in phases:
+        remaining = args.timeout - (time.monotonic() - started)
+        if remaining <= 1:
+            timed_out = True
+            log(f"no time left for the {phase} phase")
+            break
+        seed(uri, args.catalog)
+        junit = report_dir / f"junit-{phase}.xml"
+        if junit.exists():
+            junit.unlink()
+        cmd = [
+            st, "--config-file", str(config_path), "--no-color",
+            "run", str(args.spec),
+            "--url", uri,
+            "--checks", ",".join(CHECKS),
+            "--phases", phase,
+            "--report", "junit,ndjson",
+            "--report-dir", str(report_dir / phase),
+            "--report-junit-path", str(junit),
+            "--output-truncate", "false",
+        ]
+        for op_id in selected:
+            cmd += ["--include-operation-id", op_id]
+        print(f"\n[fuzz] ==== phase {phase} ====", flush=True)
+        try:
+            # cwd: Hypothesis and Schemathesis keep state in ./.hypothesis and ./.schemathesis
+            rc = subprocess.run(cmd, env=env, cwd=report_dir, timeout=remaining, check=False).returncode
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            rc = -1
+            log(f"the {phase} phase did not finish within the {args.timeout}s budget")
+        passed, failed, skipped, failing = junit_counts(junit)
+        results.append((phase, rc, passed, failed, skipped, failing))
+        if timed_out:
+            break
     elapsed = time.monotonic() - started
 
-    passed, failed, skipped, failing = junit_counts(junit)
-    if timed_out:
-        log(f"Schemathesis did not finish within {args.timeout}s")
-    if failing:
-        log("failing operations: " + "; ".join(failing))
-    ok = rc == 0 and not timed_out
-    if not ok and failed == 0:
-        failed = 1  # an error or time-out without a JUnit failure still fails the run
+    print("\n[fuzz] ==== summary ====")
+    total_passed = total_failed = total_skipped = 0
+    ok = not timed_out and len(results) == len(phases)
+    for phase, rc, passed, failed, skipped, failing in results:
+        # Schemathesis exits 1 on a failed check and 2+ on errors (e.g. unreachable server).
+        if rc != 0 and failed == 0:
+            failed = 1
+        ok = ok and rc == 0
+        total_passed += passed
+        total_failed += failed
+        total_skipped += skipped
+        line = f"[fuzz] {phase:<9} exit {rc}: {passed} passed, {failed} failed, {skipped} skipped"
+        if failing:
+            line += " -- " + "; ".join(failing)
+        print(line)
+    if not ok and total_failed == 0:
+        total_failed = 1
     print(
-        f"spec fuzz: {len(selected)} operations, seed {args.seed}, {elapsed:.0f}s, "
-        f"{'OK' if ok else 'FAILED'} (schemathesis exit {rc})"
+        f"spec fuzz: {len(selected)} operations, phases {','.join(phases)}, seed {args.seed}, "
+        f"{elapsed:.0f}s: {'OK' if ok else 'FAILED'}; reports in {report_dir}"
     )
-    print(f"fuzz: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+    print(f"fuzz: {total_passed} passed, {total_failed} failed" + (f", {total_skipped} skipped" if total_skipped else ""))
     return 0 if ok else 1
 
 

@@ -4,12 +4,12 @@ Random schema-valid data almost never passes a catalog's own rules (a schema-val
 schema repeats field ids, a schema-valid commit violates its requirements), so without
 these the success responses of createTable, updateTable, commitTransaction, registerTable,
 createView, reportMetrics, ... would never be checked against the spec's result schemas.
-Each request here is expected to succeed on a catalog seeded by tests/fuzz.sh; whatever it
-gets back still goes through every enabled check.
+Each request here is expected to succeed on a catalog seeded by run.py; whatever it gets
+back still goes through every enabled check.
 
-They act on objects of their own (names starting `ex_`) or on the seeded `fuzz.t1` /
-`fuzz.v1`, and work on a catalog that already holds them from an earlier run: a create
-answered 409 is still a documented answer.
+They create objects of their own (names starting `ex_`) or act on the seeded `fuzz.t1`,
+`fuzz.v1` (commits, loads) and `fuzz.t2`, `fuzz.v2` (renamed). On a catalog that already
+holds them from an earlier run a create answers 409, still a documented answer.
 """
 
 from __future__ import annotations
@@ -166,7 +166,14 @@ def examples_for(label: str) -> list[dict]:
             },
         ],
         "POST /v1/{prefix}/namespaces/{namespace}/register": (
-            [{"path_parameters": _ns(), "body": {"name": "ex_registered", "metadata-location": seeded["table_location"]}}]
+            [
+                {"path_parameters": _ns(), "body": {"name": "ex_registered", "metadata-location": seeded["table_location"]}},
+                # `overwrite` is part of RegisterTableRequest; the answer must be a documented one
+                {
+                    "path_parameters": _ns(),
+                    "body": {"name": "t1", "metadata-location": seeded["table_location"], "overwrite": True},
+                },
+            ]
             if seeded["table_location"]
             else []
         ),
@@ -205,8 +212,8 @@ def examples_for(label: str) -> list[dict]:
             {
                 "path_parameters": {"prefix": CATALOG},
                 "body": {
-                    "source": {"namespace": [NS], "name": "ex_t"},
-                    "destination": {"namespace": [NS], "name": "ex_t_renamed"},
+                    "source": {"namespace": [NS], "name": "t2"},
+                    "destination": {"namespace": [NS], "name": "ex_t2_renamed"},
                 },
             }
         ],
@@ -261,8 +268,8 @@ def examples_for(label: str) -> list[dict]:
             {
                 "path_parameters": {"prefix": CATALOG},
                 "body": {
-                    "source": {"namespace": [NS], "name": "ex_v"},
-                    "destination": {"namespace": [NS], "name": "ex_v_renamed"},
+                    "source": {"namespace": [NS], "name": "v2"},
+                    "destination": {"namespace": [NS], "name": "ex_v2_renamed"},
                 },
             }
         ],
