@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-const HEARTBEAT_MS: u64 = 50;
-const ELECTION_MIN_MS: u64 = 150;
-const ELECTION_MAX_MS: u64 = 300;
-const LEASE_MS: u64 = 600;
+const HEARTBEAT_MS: u64 = 100;
+const ELECTION_MIN_MS: u64 = 300;
+const ELECTION_MAX_MS: u64 = 600;
+const LEASE_MS: u64 = 1200;
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
 /// Fault-hook ids of the two catalog nodes (voters are 1..=3).
