@@ -12,6 +12,19 @@ pub enum AdminCommand {
     /// Control plane: which region is primary, switchover, failover.
     #[command(subcommand)]
     Control(ControlCommand),
+    /// Replication of this region from the primary.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicationCommand {
+    /// Watermark, primary head, lag, last error of the region behind `--endpoint`.
+    Status,
+    /// Stop applying the primary's change log (survives restarts).
+    Pause,
+    /// Resume (also retries a record that halted the stream).
+    Resume,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,9 +78,23 @@ pub async fn run(endpoint: &str, json_out: bool, cmd: AdminCommand) -> anyhow::R
             .await?,
             "failover",
         ),
+        AdminCommand::Replication(ReplicationCommand::Status) => (
+            call(http.get(format!("{base}/api/v1/replication/status"))).await?,
+            "replication status",
+        ),
+        AdminCommand::Replication(ReplicationCommand::Pause) => (
+            call(http.post(format!("{base}/api/v1/replication/pause"))).await?,
+            "replication pause",
+        ),
+        AdminCommand::Replication(ReplicationCommand::Resume) => (
+            call(http.post(format!("{base}/api/v1/replication/resume"))).await?,
+            "replication resume",
+        ),
     };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if kind.starts_with("replication") {
+        print_replication(&answer);
     } else {
         print_control(kind, &answer);
     }
@@ -163,5 +190,28 @@ fn print_control(kind: &str, answer: &Value) {
             node["epoch"],
             node["route"]["writes"].as_str().unwrap_or("?")
         );
+    }
+}
+
+fn print_replication(answer: &Value) {
+    for key in [
+        "region",
+        "role",
+        "state",
+        "primary",
+        "paused",
+        "halted",
+        "watermark",
+        "primary_head",
+        "lag_records",
+        "lag_seconds",
+        "applied_records",
+        "objects_copied",
+        "bytes_copied",
+        "last_error",
+    ] {
+        if let Some(v) = answer.get(key) {
+            println!("{key}: {v}");
+        }
     }
 }

@@ -384,7 +384,7 @@ pub struct VoterConfig {
 #[derive(Debug, Clone)]
 pub enum NodeConfig {
     Catalog(Box<Config>),
-    Voter(VoterConfig),
+    Voter(Box<VoterConfig>),
 }
 
 impl NodeConfig {
@@ -412,7 +412,7 @@ impl NodeConfig {
                 "`control.voter_id`: a file without [catalog] runs a voter and needs its id".into(),
             ));
         }
-        Ok(NodeConfig::Voter(voter))
+        Ok(NodeConfig::Voter(Box::new(voter)))
     }
 }
 

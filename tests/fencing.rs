@@ -32,7 +32,9 @@ async fn commit_with_stale_epoch_is_rejected_by_the_store() {
 
     // The control plane moved on (epoch 2) behind this node's back: the node still believes
     // epoch 1 and no lease check stops it (a standalone region has none).
-    let store = SqlStore::connect(&region.config.database.url).await.unwrap();
+    let store = SqlStore::connect(&region.config.database.url)
+        .await
+        .unwrap();
     store.set_epoch(2).await.unwrap();
 
     let commit = json!({"requirements": [], "updates": [
@@ -64,7 +66,10 @@ async fn commit_with_stale_epoch_is_rejected_by_the_store() {
     assert_eq!(loaded["metadata-location"], created["metadata-location"]);
     assert!(loaded["metadata"]["properties"].get("written").is_none());
     let changes = store.changes_after(0, 1000).await.unwrap();
-    assert!(changes.iter().all(|c| c.op != "commit_table"), "{changes:?}");
+    assert!(
+        changes.iter().all(|c| c.op != "commit_table"),
+        "{changes:?}"
+    );
     // The metadata file the refused commit wrote was removed again.
     let objects = pangolin::storage::ObjectStore::connect(&pangolin::storage::S3Settings {
         endpoint: Some(region.s3_endpoint.clone()),
@@ -74,7 +79,10 @@ async fn commit_with_stale_epoch_is_rejected_by_the_store() {
     })
     .await;
     let location = loaded["metadata"]["location"].as_str().unwrap();
-    let files = objects.list(&format!("{location}/metadata/")).await.unwrap();
+    let files = objects
+        .list(&format!("{location}/metadata/"))
+        .await
+        .unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
 
     // Having learnt the new epoch, the node commits under it.

@@ -451,6 +451,10 @@ impl Replication {
                     if !wm.paused && self.paused.swap(false, Ordering::AcqRel) {
                         tracing::info!(region = %self.region, "replication resumed (store)");
                     }
+                    // Keep the lag figures current while paused.
+                    if self.paused.load(Ordering::Acquire) {
+                        self.refresh_head(wm.seq).await;
+                    }
                 }
                 continue;
             }
@@ -506,6 +510,21 @@ impl Replication {
             }
         }
         tracing::info!(region = %self.region, "replicator stopped");
+    }
+
+    /// Reads the primary's head and next record (for the lag) without applying anything.
+    async fn refresh_head(&self, watermark: i64) {
+        let Some(primary) = self.known_primary().filter(|p| *p != self.region) else {
+            return;
+        };
+        let Some(peer) = self.peers.get(&primary) else {
+            return;
+        };
+        if let Ok(page) = self.fetch(peer, watermark, 1, 0).await {
+            let mut p = self.progress();
+            p.primary_head = Some(page.head);
+            p.pulled = page.records.iter().map(|r| (r.seq, r.created_ms)).collect();
+        }
     }
 
     fn record_failure(&self, e: RoundError) {

@@ -5,6 +5,11 @@
 //! SQLite (embedded default) and PostgreSQL (production). Every mutation checks the region's
 //! fencing epoch and appends its [`ChangeRecord`] in the same transaction as the mutation.
 //!
+//! The change log is the deployment's replication log: a region that is not primary applies
+//! the primary's records with [`MetadataStore::apply_replicated`] (objects first, see
+//! `crate::replication`), which appends them to its own log under the same seq in the same
+//! transaction, so its watermark is its log's last seq.
+//!
 //! Besides catalog state, the store keeps two kinds of region-local bookkeeping that are
 //! neither fenced nor replicated: `Idempotency-Key` reservations with their final responses,
 //! and received metrics reports (bounded per catalog).
@@ -567,9 +572,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// watermark: each change is applied with the primary's ids, the record itself is
     /// appended to this region's change log under its own seq (so every region's log is a
     /// copy of the primary's) and the fencing epoch is raised to the records' epoch. Records
-    /// must be in ascending seq order. Idempotent: when every record is at or below the
-    /// watermark nothing is done ([`ApplyOutcome::AlreadyApplied`]); records that straddle
-    /// it are refused with `Invalid`. A change that does not fit the region's state (e.g. a
+    /// must be in ascending seq order and hold whole transactions. Idempotent: records at or
+    /// below the watermark are skipped, and when that is all of them nothing is done
+    /// ([`ApplyOutcome::AlreadyApplied`]). A change that does not fit the region's state (e.g. a
     /// commit whose table is at another version; a name taken by another id) fails with
     /// `CommitConflict`/`Invalid`/`NotFound` and applies nothing: the regions diverged. An
     /// identical row already in place counts as applied.

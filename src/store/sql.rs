@@ -27,15 +27,22 @@
 //!   order so two of them cannot deadlock.
 //!
 //! # Change log
-//! Every mutation appends its [`ChangeRecord`] in its own transaction. On SQLite `seq` is an
-//! `AUTOINCREMENT` key: writes are serialized and a rollback also rolls back the counter, so
-//! `seq` is gap-free and in commit order. On PostgreSQL `seq` is a `BIGSERIAL`: strictly
-//! increasing, but a sequence is not transactional, so a transaction that fails after its
-//! insert leaves a gap, and concurrent transactions may commit out of `seq` order (a reader of
-//! `changes_after` may see seq 8 before seq 7 commits). Mutations append their records after
-//! every check that can fail, so gaps only come from database errors. Commit-ordered,
-//! gap-free sequencing on PostgreSQL (e.g. a counter row taken just before commit) is left
-//! for when replication consumes the log.
+//! Every mutation appends its [`ChangeRecord`] in its own transaction, and `seq` is gap-free
+//! and in commit order on both backends, so a replica reading `changes_after(watermark)` never
+//! passes a record that commits later. On SQLite `seq` is an `AUTOINCREMENT` key: writes are
+//! serialized and a rollback also rolls back the counter. On PostgreSQL (schema `0003`) every
+//! append takes its seq from the `change_log_head` row (`UPDATE ... SET seq = seq + 1
+//! RETURNING seq`), which stays locked until the transaction ends: seqs are handed out in
+//! commit order and a rollback gives its seq back. Mutations append their records after every
+//! check that can fail, so that lock is held only for the end of a write. A multi-table commit
+//! appends one `commit_table` record per table, each marked with its `txn_index` and
+//! `txn_count`.
+//!
+//! # Replication
+//! Schema `0003` adds the region's `replication_state` (watermark, pause flag). Applying
+//! records committed by another region, region-local bootstrap with given ids and the
+//! watermark live in the [`replication`] submodule; applied records are appended to this
+//! region's log under their own seq, so every region's log is a copy of the primary's.
 //!
 //! # Errors
 //! Unique and foreign-key violations that race past the pre-checks are mapped to

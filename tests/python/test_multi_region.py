@@ -24,8 +24,9 @@ What is checked:
    (run pytest with ``-s`` to see them). The dev supervisor restarts the child; the test waits
    until all three voters are back.
 
-Catalog rows are not replicated between regions yet, so reads go through the primary's
-catalog, and a test that switches the primary only reads tables it created after the switch.
+Replication to the secondary is asynchronous, so these tests read through the primary's
+catalog (replication has its own tests in tests/replication.rs), and a test that switches
+the primary reads only tables it created after the switch.
 
 Each test starts from "us-east-1 is primary and writable" (the ``us_primary`` fixture switches
 back when an earlier test left another primary), so the tests do not depend on their order.
@@ -466,7 +467,7 @@ def test_switchover_to_eu_west_1_then_writes_through_both_endpoints(us_primary, 
             assert (seen["primary"], seen["epoch"]) == (EU, after["epoch"]), f"status at {CATALOG[region]}: {seen}"
 
         # Writes through both endpoints commit in eu-west-1 (tables created after the switch:
-        # catalog rows are not replicated, so eu-west-1 does not know the older ones).
+        # replication is asynchronous, so eu-west-1 may not know the newest older ones yet).
         namespaces = {}
         writable_after = {}
         for region in (EU, US):

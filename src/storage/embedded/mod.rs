@@ -50,7 +50,11 @@ pub async fn start(
         loop {
             let socket = tokio::select! {
                 res = listener.accept() => match res {
-                    Ok((socket, _)) => socket,
+                    Ok((socket, _)) => {
+                        // Small responses (HEAD, PUT acks) must not wait for Nagle's timer.
+                        let _ = socket.set_nodelay(true);
+                        socket
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "embedded S3 accept failed");
                         continue;

@@ -249,12 +249,9 @@ impl SqlStore {
                 watermark: current.seq,
             });
         }
-        if records[0].seq <= current.seq {
-            return Err(StoreError::Invalid(format!(
-                "replicated records {}..={} straddle the watermark {}",
-                records[0].seq, last.seq, current.seq
-            )));
-        }
+        // Another applier (a second node of the region) may have applied a prefix: apply
+        // the rest. Appliers apply whole transactions, so the watermark is at a boundary.
+        let records: Vec<&ChangeRecord> = records.iter().filter(|r| r.seq > current.seq).collect();
         let changes = records
             .iter()
             .map(|r| r.decode().map_err(StoreError::Invalid))
@@ -265,7 +262,7 @@ impl SqlStore {
             .bind(epoch)
             .execute(&mut *tx)
             .await?;
-        for (record, change) in records.iter().zip(&changes) {
+        for (record, change) in records.iter().copied().zip(&changes) {
             apply_change(&mut tx, record, change).await?;
             sqlx::query(
                 "INSERT INTO change_log (seq, epoch, catalog_id, op, payload, actor, created_ms) \

@@ -1,0 +1,1361 @@
+//! Replication between two in-process regions that share nothing: a primary
+//! (`TestRegion::start`) and a secondary following it without a control plane
+//! (`TestRegion::start_secondary_of`, `[replication] primary`), each with its own SQLite file
+//! and embedded S3 endpoint.
+//!
+//! Covered: namespaces, tables with real Parquet files written by iceberg-rust, commits,
+//! rename, drop, views and a table created-and-purged before the secondary saw it all arrive
+//! with the primary's ids and pointers and every referenced object in the secondary's bucket
+//! (the secondary scans the rows from its own bucket); writes sent to the secondary are
+//! forwarded; the change logs are identical; a secondary stopped and restarted mid-stream
+//! converges without applying a record twice; a record whose object is missing at the
+//! primary stops the stream with the error reported, and resuming after the fix converges;
+//! a region whose log does not continue into the primary's refuses to follow it; a planned
+//! switchover's catch-up hook waits for the target's watermark. With
+//! `PANGOLIN_TEST_PG_URL`, the secondary also runs on PostgreSQL.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use futures::TryStreamExt;
+use iceberg::spec::{DataFile, DataFileFormat, NestedField, PrimitiveType, Schema, Type};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_rest::{
+    RestCatalog, RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
+};
+use iceberg_storage_opendal::OpenDalStorageFactory;
+use pangolin::control::CatchUp;
+use pangolin::replication::{objects_of_table, HttpCatchUp, ReplicationStatus};
+use pangolin::storage::{ObjectStore, S3Settings};
+use pangolin::store::{ApplyOutcome, ChangeRecord, MetadataStore, SqlStore};
+use pangolin::testing::TestRegion;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+async fn connect(region: &TestRegion) -> RestCatalog {
+    RestCatalogBuilder::default()
+        .with_storage_factory(Arc::new(OpenDalStorageFactory::S3 {
+            customized_credential_load: None,
+        }))
+        .load(
+            "pangolin",
+            HashMap::from([
+                (
+                    REST_CATALOG_PROP_URI.to_string(),
+                    region.catalog_url.clone(),
+                ),
+                (
+                    REST_CATALOG_PROP_WAREHOUSE.to_string(),
+                    region.warehouse.clone(),
+                ),
+            ]),
+        )
+        .await
+        .expect("build the REST catalog client")
+}
+
+/// The region's object storage, as the catalog itself reaches it.
+async fn store_of(region: &TestRegion) -> ObjectStore {
+    ObjectStore::connect(&S3Settings {
+        endpoint: Some(region.s3_endpoint.clone()),
+        region: region.s3_region.clone(),
+        credentials: Some((region.access_key.clone(), region.secret_key.clone())),
+        path_style: true,
+    })
+    .await
+}
+
+/// Short random names: keys stay well below the embedded endpoint's limits.
+fn short(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+fn table_schema() -> Schema {
+    Schema::builder()
+        .with_schema_id(0)
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .build()
+        .expect("valid schema")
+}
+
+fn batch_for(table: &Table, ids: &[i64]) -> RecordBatch {
+    let arrow_schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+        .expect("iceberg schema converts to arrow");
+    let id_col: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.iter().copied()));
+    let names: ArrayRef = Arc::new(StringArray::from_iter(
+        ids.iter().map(|i| Some(format!("row {i}"))),
+    ));
+    RecordBatch::try_new(Arc::new(arrow_schema), vec![id_col, names])
+        .expect("record batch matches the table schema")
+}
+
+/// Writes one Parquet data file with the given ids under the table's data location.
+async fn write_data_file(table: &Table, ids: &[i64]) -> Vec<DataFile> {
+    let metadata = table.metadata();
+    let location_generator = DefaultLocationGenerator::new(metadata).expect("location generator");
+    let file_name_generator = DefaultFileNameGenerator::new(
+        "d".to_string(),
+        Some(uuid::Uuid::new_v4().simple().to_string()[..8].to_string()),
+        DataFileFormat::Parquet,
+    );
+    let parquet_writer_builder = ParquetWriterBuilder::from_table_properties(
+        &metadata.table_properties().expect("table properties"),
+        metadata.current_schema().clone(),
+    );
+    let rolling_writer_builder = RollingFileWriterBuilder::new_with_default_file_size(
+        parquet_writer_builder,
+        table.file_io().clone(),
+        location_generator,
+        file_name_generator,
+    );
+    let mut writer = DataFileWriterBuilder::new(rolling_writer_builder)
+        .build(None)
+        .await
+        .expect("build data file writer");
+    writer
+        .write(batch_for(table, ids))
+        .await
+        .expect("write record batch to S3");
+    writer.close().await.expect("close data file writer")
+}
+
+async fn fast_append(catalog: &RestCatalog, table: &Table, files: Vec<DataFile>) -> Table {
+    let tx = Transaction::new(table);
+    let tx = tx
+        .fast_append()
+        .add_data_files(files)
+        .apply(tx)
+        .expect("apply fast append");
+    tx.commit(catalog).await.expect("commit fast append")
+}
+
+/// Writes `ids` into a new data file and appends it.
+async fn append(catalog: &RestCatalog, table: &Table, ids: &[i64]) -> Table {
+    let files = write_data_file(table, ids).await;
+    fast_append(catalog, table, files).await
+}
+
+/// The ids a scan of the table returns, sorted.
+async fn scan_ids(table: &Table) -> Vec<i64> {
+    let batches: Vec<RecordBatch> = table
+        .scan()
+        .select_all()
+        .build()
+        .expect("build scan")
+        .to_arrow()
+        .await
+        .expect("plan scan")
+        .try_collect()
+        .await
+        .expect("read scanned batches");
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("id column")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let resp = http.get(url).send().await.expect("request");
+    let status = resp.status();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn status(http: &reqwest::Client, region: &TestRegion) -> ReplicationStatus {
+    let url = format!("{}/api/v1/replication/status", region.catalog_url);
+    let resp = http.get(&url).send().await.expect("status request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.expect("status body")
+}
+
+async fn post(http: &reqwest::Client, region: &TestRegion, action: &str) -> ReplicationStatus {
+    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
+    let resp = http.post(&url).send().await.expect("request");
+    assert_eq!(resp.status(), StatusCode::OK, "{action}");
+    resp.json().await.expect("status body")
+}
+
+/// Waits until the secondary applied everything the primary has; panics (with the status)
+/// when the stream halts or after `timeout`.
+async fn wait_caught_up(
+    http: &reqwest::Client,
+    primary: &TestRegion,
+    secondary: &TestRegion,
+    timeout: Duration,
+) -> ReplicationStatus {
+    let started = Instant::now();
+    loop {
+        let head = status(http, primary).await.watermark;
+        let s = status(http, secondary).await;
+        if s.watermark >= head && s.lag_records == Some(0) {
+            return s;
+        }
+        assert!(!s.halted, "replication halted: {s:#?}");
+        assert!(
+            started.elapsed() < timeout,
+            "secondary did not catch up with head {head} in {timeout:?}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The region's whole change log.
+async fn change_log(http: &reqwest::Client, region: &TestRegion) -> Vec<ChangeRecord> {
+    let url = format!(
+        "{}/api/v1/replication/changes?after=0&limit=10000",
+        region.catalog_url
+    );
+    let (s, body) = get_json(http, &url).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    serde_json::from_value(body["records"].clone()).expect("change records")
+}
+
+fn ns_url(region: &TestRegion, ns: &[&str]) -> String {
+    format!("{}/namespaces/{}", region.prefix_url(), ns.join("%1F"))
+}
+
+/// `metadata-location` of a table as loadTable answers it (None: 404).
+async fn pointer(
+    http: &reqwest::Client,
+    region: &TestRegion,
+    ns: &[&str],
+    table: &str,
+) -> Option<String> {
+    let url = format!("{}/tables/{table}", ns_url(region, ns));
+    let (s, body) = get_json(http, &url).await;
+    match s {
+        StatusCode::OK => Some(body["metadata-location"].as_str().unwrap().to_string()),
+        StatusCode::NOT_FOUND => None,
+        other => panic!("loadTable {url}: {other} {body}"),
+    }
+}
+
+/// Every object the table's metadata references, and the metadata file, exist in `store`
+/// (manifest lists and manifests are read from `store` itself) with the primary's sizes.
+async fn assert_all_objects_present(
+    table: &Table,
+    secondary: &ObjectStore,
+    primary: &ObjectStore,
+) -> usize {
+    let objects = objects_of_table(secondary, table.metadata())
+        .await
+        .expect("every manifest list and manifest readable in the secondary");
+    let mut all: BTreeSet<String> = objects.into_iter().collect();
+    all.insert(
+        table
+            .metadata_location()
+            .expect("metadata location")
+            .to_string(),
+    );
+    for location in &all {
+        let here = secondary
+            .head(location)
+            .await
+            .expect("head in secondary")
+            .unwrap_or_else(|| panic!("{location} missing in the secondary's bucket"));
+        let there = primary
+            .head(location)
+            .await
+            .expect("head in primary")
+            .unwrap_or_else(|| panic!("{location} missing in the primary's bucket"));
+        assert_eq!(here.size, there.size, "{location}");
+    }
+    all.len()
+}
+
+fn view_body(name: &str, ns: &str) -> Value {
+    json!({
+        "name": name,
+        "schema": {"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "id", "required": true, "type": "long"}
+        ]},
+        "view-version": {
+            "version-id": 1,
+            "schema-id": -1,
+            "timestamp-ms": 1_700_000_000_000i64,
+            "summary": {"engine-name": "test"},
+            "default-namespace": [ns],
+            "representations": [{"type": "sql", "sql": "select 1", "dialect": "spark"}]
+        }
+    })
+}
+
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// How other regions reach `region` (catalog and S3).
+fn peer_of(region: &TestRegion) -> pangolin::config::RegionPeer {
+    pangolin::config::RegionPeer {
+        name: region.config.region.name.clone(),
+        catalog_url: region.catalog_url.clone(),
+        s3_endpoint: Some(region.s3_endpoint.clone()),
+        s3_region: region.s3_region.clone(),
+        access_key_id: Some(region.access_key.clone()),
+        secret_access_key: Some(region.secret_key.clone()),
+        path_style: true,
+    }
+}
+
+/// Lets the primary reach the secondary's bucket, so commits forwarded by the secondary
+/// (whose files its clients wrote there) are completed at the primary (restarts it on the
+/// same addresses).
+async fn introduce(primary: TestRegion, secondary: &TestRegion) -> TestRegion {
+    let mut primary = primary;
+    primary.config.regions = vec![peer_of(secondary)];
+    primary.restart().await.expect("restart the primary")
+}
+
+// ---- tests -----------------------------------------------------------------------------------
+
+/// Everything written at the primary arrives at the secondary, objects first.
+async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, secondary: TestRegion) {
+    let http = reqwest::Client::new();
+    let catalog = connect(&primary).await;
+    let store_p = store_of(&primary).await;
+    let store_s = store_of(&secondary).await;
+
+    // Namespaces: nested, with properties updated.
+    let ns = short("r");
+    let namespace = NamespaceIdent::new(ns.clone());
+    catalog
+        .create_namespace(&namespace, HashMap::from([("owner".into(), "a".into())]))
+        .await
+        .expect("create namespace");
+    let child = NamespaceIdent::from_strs([ns.as_str(), "child"]).unwrap();
+    catalog
+        .create_namespace(&child, HashMap::new())
+        .await
+        .expect("create child namespace");
+    let resp = http
+        .post(format!("{}/properties", ns_url(&primary, &[&ns])))
+        .json(&json!({"updates": {"owner": "b"}, "removals": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // A table with two appends of real Parquet files.
+    let created = catalog
+        .create_table(
+            &namespace,
+            TableCreation::builder()
+                .name("t".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .expect("create table");
+    let t1 = append(&catalog, &created, &[1, 2, 3]).await;
+    let t2 = append(&catalog, &t1, &[4, 5]).await;
+
+    // Renamed, dropped, and a table created, filled and purged in a row.
+    let other = catalog
+        .create_table(
+            &namespace,
+            TableCreation::builder()
+                .name("before".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .expect("create second table");
+    append(&catalog, &other, &[10]).await;
+    catalog
+        .rename_table(
+            &TableIdent::new(namespace.clone(), "before".into()),
+            &TableIdent::new(child.clone(), "after".into()),
+        )
+        .await
+        .expect("rename");
+    let doomed = catalog
+        .create_table(
+            &namespace,
+            TableCreation::builder()
+                .name("doomed".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .expect("create third table");
+    append(&catalog, &doomed, &[99]).await;
+    catalog
+        .drop_table(&TableIdent::new(namespace.clone(), "doomed".into()))
+        .await
+        .expect("drop");
+    // A purge deletes the files at once: a secondary that had not seen the table yet must
+    // not need them (paused here, so it sees the whole life of the table in one batch).
+    post(&http, &secondary, "pause").await;
+    let purged = catalog
+        .create_table(
+            &namespace,
+            TableCreation::builder()
+                .name("purged".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .expect("create fourth table");
+    append(&catalog, &purged, &[7]).await;
+    catalog
+        .purge_table(&TableIdent::new(namespace.clone(), "purged".into()))
+        .await
+        .expect("purge");
+    post(&http, &secondary, "resume").await;
+
+    // A view.
+    let resp = http
+        .post(format!("{}/views", ns_url(&primary, &[&ns])))
+        .json(&view_body("v", &ns))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap()
+    );
+
+    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    assert_eq!(s.role, "secondary");
+    assert_eq!(s.state, "following");
+    assert_eq!(s.primary.as_deref(), Some("us-east-1"));
+    assert_eq!(s.primary_url.as_deref(), Some(primary.catalog_url.as_str()));
+    assert_eq!(s.lag_seconds, Some(0.0));
+    assert!(s.last_error.is_none(), "{s:#?}");
+    assert!(s.applied_records > 10, "{s:#?}");
+
+    // Same pointers.
+    for (ns_path, name) in [
+        (vec![ns.as_str()], "t"),
+        (vec![ns.as_str(), "child"], "after"),
+    ] {
+        let p = pointer(&http, &primary, &ns_path, name).await;
+        assert!(p.is_some());
+        assert_eq!(
+            p,
+            pointer(&http, &secondary, &ns_path, name).await,
+            "{name}"
+        );
+    }
+    for gone in ["before", "doomed", "purged"] {
+        assert_eq!(
+            pointer(&http, &secondary, &[&ns], gone).await,
+            None,
+            "{gone}"
+        );
+    }
+    let (s, p_view) = get_json(&http, &format!("{}/views/v", ns_url(&primary, &[&ns]))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, s_view) = get_json(&http, &format!("{}/views/v", ns_url(&secondary, &[&ns]))).await;
+    assert_eq!(s, StatusCode::OK, "{s_view}");
+    assert_eq!(p_view["metadata-location"], s_view["metadata-location"]);
+    let view_location = s_view["metadata-location"].as_str().unwrap();
+    assert!(store_s.head(view_location).await.unwrap().is_some());
+
+    // Namespaces and their properties.
+    let (_, props) = get_json(&http, &ns_url(&secondary, &[&ns])).await;
+    assert_eq!(props["properties"]["owner"], "b");
+    let (s, _) = get_json(&http, &ns_url(&secondary, &[&ns, "child"])).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Every object the tables reference is in the secondary's bucket, and a client of the
+    // secondary (vended the secondary's S3 endpoint) reads the rows from there.
+    let reader = connect(&secondary).await;
+    let t_here = reader
+        .load_table(&TableIdent::new(namespace.clone(), "t".into()))
+        .await
+        .expect("load at the secondary");
+    assert_eq!(
+        t_here.metadata_location(),
+        t2.metadata_location(),
+        "same metadata file"
+    );
+    let objects = assert_all_objects_present(&t_here, &store_s, &store_p).await;
+    assert!(
+        objects >= 7,
+        "2 manifest lists, 2 manifests, 2 data files, metadata: {objects}"
+    );
+    assert_eq!(scan_ids(&t_here).await, vec![1, 2, 3, 4, 5]);
+    let after = reader
+        .load_table(&TableIdent::new(child.clone(), "after".into()))
+        .await
+        .expect("load renamed table at the secondary");
+    assert_all_objects_present(&after, &store_s, &store_p).await;
+    assert_eq!(scan_ids(&after).await, vec![10]);
+
+    // One log: the secondary's is the primary's, record for record.
+    let log_p = change_log(&http, &primary).await;
+    let log_s = change_log(&http, &secondary).await;
+    assert!(!log_p.is_empty());
+    assert_eq!(log_p, log_s);
+
+    // A write sent to the secondary is forwarded to the primary and comes back.
+    let via = NamespaceIdent::new(short("via"));
+    reader
+        .create_namespace(&via, HashMap::new())
+        .await
+        .expect("create namespace through the secondary");
+    assert!(catalog.namespace_exists(&via).await.unwrap());
+    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    assert!(reader.namespace_exists(&via).await.unwrap());
+    // ... and so does a commit written through the secondary: its files go to the
+    // secondary's bucket, the primary pulls them, the replicator finds them present.
+    let t3 = append(&reader, &t_here, &[6]).await;
+    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    assert_eq!(
+        pointer(&http, &primary, &[&ns], "t").await.as_deref(),
+        t3.metadata_location()
+    );
+    assert_eq!(
+        pointer(&http, &secondary, &[&ns], "t").await.as_deref(),
+        t3.metadata_location()
+    );
+    let t_primary = catalog
+        .load_table(&TableIdent::new(namespace.clone(), "t".into()))
+        .await
+        .unwrap();
+    assert_eq!(scan_ids(&t_primary).await, vec![1, 2, 3, 4, 5, 6]);
+
+    // The primary's own status.
+    let p = status(&http, &primary).await;
+    assert_eq!(p.role, "standalone");
+    assert_eq!(p.lag_records, Some(0));
+
+    secondary.shutdown().await;
+    primary.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_at_the_primary_appear_at_the_secondary_sqlite() {
+    let primary = TestRegion::start().await.expect("start primary");
+    let secondary = TestRegion::start_secondary_of(&primary)
+        .await
+        .expect("start secondary");
+    let primary = introduce(primary, &secondary).await;
+    writes_at_the_primary_appear_at_the_secondary(primary, secondary).await;
+}
+
+/// A fresh PostgreSQL database on `PANGOLIN_TEST_PG_URL`, or None (test skipped).
+async fn fresh_pg_database() -> Option<(String, sqlx::PgPool, String)> {
+    let Ok(url) = std::env::var("PANGOLIN_TEST_PG_URL") else {
+        eprintln!("PANGOLIN_TEST_PG_URL not set: skipping the PostgreSQL case");
+        return None;
+    };
+    let db = format!("pangolin_repl_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    Some((format!("{base}/{db}"), admin, db))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_at_the_primary_appear_at_the_secondary_postgres() {
+    let Some((primary_url, admin, primary_db)) = fresh_pg_database().await else {
+        return;
+    };
+    let (secondary_url, _, secondary_db) = fresh_pg_database().await.unwrap();
+    let primary = TestRegion::start_with_database(&primary_url)
+        .await
+        .expect("start primary on PostgreSQL");
+    let secondary = TestRegion::start_secondary_of_with(
+        &primary,
+        vec![("PANGOLIN_DATABASE__URL".into(), secondary_url)],
+    )
+    .await
+    .expect("start secondary on PostgreSQL");
+    let primary = introduce(primary, &secondary).await;
+    writes_at_the_primary_appear_at_the_secondary(primary, secondary).await;
+    for db in [primary_db, secondary_db] {
+        let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secondary_restarted_mid_stream_converges_without_applying_twice() {
+    let http = reqwest::Client::new();
+    let primary = TestRegion::start().await.expect("start primary");
+    let mut secondary = TestRegion::start_secondary_of_with(
+        &primary,
+        vec![("PANGOLIN_REPLICATION__BATCH_SIZE".into(), "3".into())],
+    )
+    .await
+    .expect("start secondary");
+    let catalog = connect(&primary).await;
+
+    // Pause, so the secondary has a backlog to work through.
+    let paused = post(&http, &secondary, "pause").await;
+    assert!(paused.paused);
+    let ns = NamespaceIdent::new(short("m"));
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let mut table = catalog
+        .create_table(
+            &ns,
+            TableCreation::builder()
+                .name("t".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        table = append(&catalog, &table, &[i]).await;
+        expected.push(i);
+        catalog
+            .create_namespace(
+                &NamespaceIdent::new(format!("{}-{i}", ns.as_ref()[0])),
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let head = status(&http, &primary).await.watermark;
+    assert!(head >= 18, "{head}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = status(&http, &secondary).await;
+    assert_eq!(s.state, "paused");
+    let before = s.watermark;
+
+    // A paused region stays paused across a restart.
+    secondary = secondary.restart().await.expect("restart while paused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = status(&http, &secondary).await;
+    assert!(s.paused, "{s:#?}");
+    assert_eq!(s.watermark, before);
+
+    // Resume and stop it in the middle of the backlog (a crash as far as the data dir goes).
+    post(&http, &secondary, "resume").await;
+    let started = Instant::now();
+    loop {
+        let s = status(&http, &secondary).await;
+        if s.watermark > before + 3 {
+            break;
+        }
+        assert!(started.elapsed() < CATCH_UP, "no progress: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    secondary = secondary.restart().await.expect("restart mid-stream");
+    let mid = status(&http, &secondary).await.watermark;
+    assert!(
+        mid < head,
+        "still behind after the restart: {mid} of {head}"
+    );
+
+    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    assert_eq!(s.watermark, head);
+    // Each record exactly once: the logs are equal (seq is the log's key).
+    let log_p = change_log(&http, &primary).await;
+    let log_s = change_log(&http, &secondary).await;
+    assert_eq!(log_p, log_s);
+    assert_eq!(
+        pointer(&http, &secondary, &[&ns.as_ref()[0]], "t")
+            .await
+            .as_deref(),
+        table.metadata_location()
+    );
+    let reader = connect(&secondary).await;
+    let here = reader
+        .load_table(&TableIdent::new(ns.clone(), "t".into()))
+        .await
+        .unwrap();
+    assert_eq!(scan_ids(&here).await, expected);
+
+    // Applying records again is a no-op.
+    let db = format!(
+        "sqlite://{}/eu-west-1/catalog.db",
+        secondary.data_dir().display()
+    );
+    let store = SqlStore::connect(&db)
+        .await
+        .expect("open the secondary's store");
+    assert_eq!(
+        store.apply_replicated(&log_p[..3]).await.unwrap(),
+        ApplyOutcome::AlreadyApplied { watermark: head }
+    );
+    assert_eq!(
+        store.apply_replicated(&log_p).await.unwrap(),
+        ApplyOutcome::AlreadyApplied { watermark: head }
+    );
+    assert_eq!(store.replication_watermark().await.unwrap().seq, head);
+    store.close().await;
+
+    secondary.shutdown().await;
+    primary.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
+    let http = reqwest::Client::new();
+    let primary = TestRegion::start().await.expect("start primary");
+    let secondary = TestRegion::start_secondary_of_with(
+        &primary,
+        vec![
+            (
+                "PANGOLIN_REPLICATION__MAX_RECORD_ATTEMPTS".into(),
+                "3".into(),
+            ),
+            ("PANGOLIN_REPLICATION__RETRY_INITIAL_MS".into(), "20".into()),
+            ("PANGOLIN_REPLICATION__RETRY_MAX_MS".into(), "100".into()),
+        ],
+    )
+    .await
+    .expect("start secondary");
+    let catalog = connect(&primary).await;
+    let store_p = store_of(&primary).await;
+
+    let ns = NamespaceIdent::new(short("x"));
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let table = catalog
+        .create_table(
+            &ns,
+            TableCreation::builder()
+                .name("t".into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    let old_pointer = pointer(&http, &secondary, &[&ns.as_ref()[0]], "t").await;
+    assert!(old_pointer.is_some());
+
+    // Commit a data file, then lose it at the primary before the secondary copies it.
+    post(&http, &secondary, "pause").await;
+    let files = write_data_file(&table, &[1, 2]).await;
+    let lost = files[0].file_path().to_string();
+    let committed = fast_append(&catalog, &table, files).await;
+    let commit_seq = status(&http, &primary).await.watermark;
+    let bytes = store_p.get(&lost).await.unwrap();
+    store_p.delete(&lost).await.unwrap();
+    let later = NamespaceIdent::new(short("later"));
+    catalog
+        .create_namespace(&later, HashMap::new())
+        .await
+        .unwrap();
+    post(&http, &secondary, "resume").await;
+
+    let started = Instant::now();
+    let halted = loop {
+        let s = status(&http, &secondary).await;
+        if s.halted {
+            break s;
+        }
+        assert!(started.elapsed() < CATCH_UP, "never halted: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(halted.state, "halted");
+    assert_eq!(
+        halted.watermark,
+        commit_seq - 1,
+        "stopped before the record"
+    );
+    let error = halted.last_error.clone().expect("the error is reported");
+    assert_eq!(error.seq, Some(commit_seq));
+    assert!(error.permanent);
+    assert_eq!(error.attempts, 3);
+    assert!(error.message.contains(&lost), "{error:?}");
+    assert_eq!(halted.lag_records, Some(2));
+    // Nothing after it was applied, and the old pointer is still served.
+    assert_eq!(
+        pointer(&http, &secondary, &[&ns.as_ref()[0]], "t").await,
+        old_pointer
+    );
+    let reader = connect(&secondary).await;
+    assert!(!reader.namespace_exists(&later).await.unwrap());
+    // It stays halted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = status(&http, &secondary).await;
+    assert!(s.halted && s.watermark == commit_seq - 1, "{s:#?}");
+
+    // Fixed at the primary, resumed: converges.
+    store_p.put(&lost, bytes).await.unwrap();
+    let resumed = post(&http, &secondary, "resume").await;
+    assert!(!resumed.halted);
+    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    assert!(s.last_error.is_none(), "{s:#?}");
+    assert_eq!(
+        pointer(&http, &secondary, &[&ns.as_ref()[0]], "t")
+            .await
+            .as_deref(),
+        committed.metadata_location()
+    );
+    let here = reader
+        .load_table(&TableIdent::new(ns.clone(), "t".into()))
+        .await
+        .unwrap();
+    assert_eq!(scan_ids(&here).await, vec![1, 2]);
+    assert!(reader.namespace_exists(&later).await.unwrap());
+
+    secondary.shutdown().await;
+    primary.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_whose_log_does_not_continue_the_primarys_refuses_to_follow() {
+    let http = reqwest::Client::new();
+    let first = TestRegion::start().await.expect("start first primary");
+    let mut secondary = TestRegion::start_secondary_of(&first)
+        .await
+        .expect("start secondary");
+    let catalog = connect(&first).await;
+    for i in 0..3 {
+        catalog
+            .create_namespace(&NamespaceIdent::new(format!("n{i}")), HashMap::new())
+            .await
+            .unwrap();
+    }
+    wait_caught_up(&http, &first, &secondary, CATCH_UP).await;
+
+    // Another primary with a shorter, different log: following it would silently diverge.
+    let other = TestRegion::start().await.expect("start other primary");
+    connect(&other)
+        .await
+        .create_namespace(&NamespaceIdent::new("elsewhere".into()), HashMap::new())
+        .await
+        .unwrap();
+    secondary.config.regions[0].catalog_url = other.catalog_url.clone();
+    secondary.config.regions[0].s3_endpoint = Some(other.s3_endpoint.clone());
+    secondary.config.replication.max_record_attempts = 1;
+    secondary = secondary
+        .restart()
+        .await
+        .expect("restart against the other primary");
+    let started = Instant::now();
+    let s = loop {
+        let s = status(&http, &secondary).await;
+        if s.halted {
+            break s;
+        }
+        assert!(started.elapsed() < CATCH_UP, "never halted: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let message = s.last_error.expect("reported").message;
+    assert!(message.contains("never received"), "{message}");
+    assert_eq!(s.watermark, 3);
+    let reader = connect(&secondary).await;
+    assert!(!reader
+        .namespace_exists(&NamespaceIdent::new("elsewhere".into()))
+        .await
+        .unwrap());
+
+    secondary.shutdown().await;
+    other.shutdown().await;
+    first.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switchover_catch_up_waits_for_the_targets_watermark() {
+    let http = reqwest::Client::new();
+    let primary = TestRegion::start().await.expect("start primary");
+    let secondary = TestRegion::start_secondary_of(&primary)
+        .await
+        .expect("start secondary");
+    let regions = vec![
+        pangolin::config::RegionPeer {
+            name: "us-east-1".into(),
+            catalog_url: primary.catalog_url.clone(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: true,
+        },
+        pangolin::config::RegionPeer {
+            name: "eu-west-1".into(),
+            catalog_url: secondary.catalog_url.clone(),
+            s3_endpoint: None,
+            s3_region: "eu-west-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: true,
+        },
+    ];
+    let catch_up = HttpCatchUp::new(&regions, Duration::from_millis(1500));
+
+    post(&http, &secondary, "pause").await;
+    connect(&primary)
+        .await
+        .create_namespace(&NamespaceIdent::new("s".into()), HashMap::new())
+        .await
+        .unwrap();
+    let err = catch_up
+        .wait_caught_up(Some("us-east-1"), "eu-west-1", 1)
+        .await
+        .expect_err("a paused target does not catch up");
+    assert!(err.contains("paused") && err.contains("seq 0 of"), "{err}");
+
+    post(&http, &secondary, "resume").await;
+    catch_up
+        .wait_caught_up(Some("us-east-1"), "eu-west-1", 1)
+        .await
+        .expect("caught up once resumed");
+    assert_eq!(
+        status(&http, &secondary).await.watermark,
+        status(&http, &primary).await.watermark
+    );
+    // No old primary: nothing to wait for.
+    catch_up.wait_caught_up(None, "eu-west-1", 1).await.unwrap();
+
+    secondary.shutdown().await;
+    primary.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_changes_long_poll_answers_when_a_record_arrives() {
+    let http = reqwest::Client::new();
+    let primary = TestRegion::start().await.expect("start primary");
+    let head = status(&http, &primary).await.watermark;
+    let url = format!(
+        "{}/api/v1/replication/changes?after={head}&limit=10&wait_ms=200",
+        primary.catalog_url
+    );
+    let started = Instant::now();
+    let (s, page) = get_json(&http, &url).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["records"], json!([]));
+    assert_eq!(page["head"], head);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let waiting = {
+        let http = http.clone();
+        let url = format!(
+            "{}/api/v1/replication/changes?after={head}&limit=10&wait_ms=20000",
+            primary.catalog_url
+        );
+        tokio::spawn(async move { get_json(&http, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    connect(&primary)
+        .await
+        .create_namespace(&NamespaceIdent::new("poked".into()), HashMap::new())
+        .await
+        .unwrap();
+    let (s, page) = waiting.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(page["records"][0]["op"], "create_namespace");
+    assert_eq!(page["records"][0]["seq"], head + 1);
+    assert_eq!(page["region"], "us-east-1");
+
+    for bad in ["after=-1", "limit=0", "limit=100000", "after=x", "nope=1"] {
+        let (s, body) = get_json(
+            &http,
+            &format!("{}/api/v1/replication/changes?{bad}", primary.catalog_url),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    primary.shutdown().await;
+}
+
+// ---- the store's apply side, on SQLite and PostgreSQL ------------------------------------------
+
+mod store_apply {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use pangolin::replication::bootstrap_entities;
+    use pangolin::store::{
+        ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, PointerSwap, SqlStore, StoreError,
+        WriteContext,
+    };
+
+    type Store = Arc<dyn MetadataStore>;
+
+    fn ctx() -> WriteContext {
+        WriteContext {
+            epoch: 1,
+            actor: "test".into(),
+        }
+    }
+
+    fn ns(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|p| p.to_string()).collect()
+    }
+
+    /// Two fresh stores (primary, replica) of one backend, bootstrapped alike; the temp dir
+    /// or databases live as long as the guard.
+    struct Pair {
+        primary: Store,
+        replica: Store,
+        catalog_id: String,
+        _guard: Box<dyn std::any::Any + Send>,
+    }
+
+    async fn sqlite_pair() -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+        let primary: Store = Arc::new(SqlStore::connect(&open("p.db")).await.unwrap());
+        let replica: Store = Arc::new(SqlStore::connect(&open("r.db")).await.unwrap());
+        pair(primary, replica, Box::new(dir)).await
+    }
+
+    async fn postgres_pair() -> Option<Pair> {
+        let (p, admin, pdb) = super::fresh_pg_database().await?;
+        let (r, _, rdb) = super::fresh_pg_database().await?;
+        let primary: Store = Arc::new(SqlStore::connect(&p).await.unwrap());
+        let replica: Store = Arc::new(SqlStore::connect(&r).await.unwrap());
+        struct Drop2(sqlx::PgPool, Vec<String>);
+        impl Drop for Drop2 {
+            fn drop(&mut self) {
+                let (pool, dbs) = (self.0.clone(), self.1.clone());
+                // Best effort; the databases have random names.
+                tokio::spawn(async move {
+                    for db in dbs {
+                        let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            }
+        }
+        Some(pair(primary, replica, Box::new(Drop2(admin, vec![pdb, rdb]))).await)
+    }
+
+    async fn pair(primary: Store, replica: Store, guard: Box<dyn std::any::Any + Send>) -> Pair {
+        let wanted = bootstrap_entities(&Default::default());
+        let a = primary.bootstrap(&wanted).await.unwrap();
+        let b = replica.bootstrap(&wanted).await.unwrap();
+        assert_eq!(a, b, "same ids in both stores");
+        assert_eq!(a, wanted);
+        // Bootstrapping is idempotent and writes no change record.
+        assert_eq!(primary.bootstrap(&wanted).await.unwrap(), a);
+        assert!(primary.changes_after(0, 10).await.unwrap().is_empty());
+        Pair {
+            primary,
+            replica,
+            catalog_id: a.catalog.unwrap().id,
+            _guard: guard,
+        }
+    }
+
+    async fn log(store: &Store) -> Vec<ChangeRecord> {
+        store.changes_after(0, u32::MAX).await.unwrap()
+    }
+
+    async fn applies_the_primarys_log_with_its_ids(p: Pair) {
+        let (primary, replica, cat) = (&p.primary, &p.replica, p.catalog_id.as_str());
+        let c = ctx();
+        primary
+            .create_namespace(
+                &c,
+                cat,
+                &ns(&["a"]),
+                &HashMap::from([("k".into(), "v".into())]),
+            )
+            .await
+            .unwrap();
+        primary
+            .create_namespace(&c, cat, &ns(&["a", "b"]), &HashMap::new())
+            .await
+            .unwrap();
+        primary
+            .update_namespace_properties(
+                &c,
+                cat,
+                &ns(&["a"]),
+                &["k".into()],
+                &HashMap::from([("x".into(), "y".into())]),
+            )
+            .await
+            .unwrap();
+        let t = primary
+            .create_table(
+                &c,
+                cat,
+                &ns(&["a"]),
+                "t",
+                EntityKind::Table,
+                "s3://b/t/1.json",
+            )
+            .await
+            .unwrap();
+        let u = primary
+            .create_table(
+                &c,
+                cat,
+                &ns(&["a"]),
+                "u",
+                EntityKind::Table,
+                "s3://b/u/1.json",
+            )
+            .await
+            .unwrap();
+        let v = primary
+            .create_table(
+                &c,
+                cat,
+                &ns(&["a"]),
+                "v",
+                EntityKind::View,
+                "s3://b/v/1.json",
+            )
+            .await
+            .unwrap();
+        primary
+            .commit_tables(
+                &c,
+                &[
+                    PointerSwap {
+                        table_id: t.id.clone(),
+                        expected_version: 1,
+                        new_metadata_location: "s3://b/t/2.json".into(),
+                    },
+                    PointerSwap {
+                        table_id: u.id.clone(),
+                        expected_version: 1,
+                        new_metadata_location: "s3://b/u/2.json".into(),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        primary
+            .commit_tables(
+                &c,
+                &[PointerSwap {
+                    table_id: v.id.clone(),
+                    expected_version: 1,
+                    new_metadata_location: "s3://b/v/2.json".into(),
+                }],
+            )
+            .await
+            .unwrap();
+        primary
+            .rename_table(
+                &c,
+                cat,
+                &ns(&["a"]),
+                "u",
+                &ns(&["a", "b"]),
+                "w",
+                EntityKind::Table,
+            )
+            .await
+            .unwrap();
+        primary
+            .drop_table(&c, cat, &ns(&["a"]), "v", EntityKind::View)
+            .await
+            .unwrap();
+        primary
+            .create_namespace(&c, cat, &ns(&["gone"]), &HashMap::new())
+            .await
+            .unwrap();
+        primary
+            .drop_namespace(&c, cat, &ns(&["gone"]))
+            .await
+            .unwrap();
+        let records = log(primary).await;
+        assert_eq!(records.len(), 13);
+        // The multi-table commit is marked as one transaction.
+        let multi: Vec<_> = records.iter().filter_map(|r| r.txn_position()).collect();
+        assert_eq!(multi.len(), 2);
+        for r in &records {
+            r.decode().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(
+            seqs,
+            (seqs[0]..seqs[0] + 13).collect::<Vec<_>>(),
+            "gap-free"
+        );
+
+        // In three pieces, the second twice.
+        let head = records.last().unwrap().seq;
+        assert_eq!(
+            replica.apply_replicated(&records[..4]).await.unwrap(),
+            ApplyOutcome::Applied {
+                watermark: records[3].seq
+            }
+        );
+        assert_eq!(
+            replica.apply_replicated(&records[4..8]).await.unwrap(),
+            ApplyOutcome::Applied {
+                watermark: records[7].seq
+            }
+        );
+        assert_eq!(
+            replica.apply_replicated(&records[4..8]).await.unwrap(),
+            ApplyOutcome::AlreadyApplied {
+                watermark: records[7].seq
+            }
+        );
+        // Records another applier already applied are skipped.
+        assert_eq!(
+            replica.apply_replicated(&records[6..10]).await.unwrap(),
+            ApplyOutcome::Applied {
+                watermark: records[9].seq
+            }
+        );
+        assert_eq!(
+            replica.apply_replicated(&records[8..]).await.unwrap(),
+            ApplyOutcome::Applied { watermark: head }
+        );
+        assert!(matches!(
+            replica
+                .apply_replicated(&[records[2].clone(), records[1].clone()])
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        // Same state, same ids, same log.
+        for (n, name) in [(ns(&["a"]), "t"), (ns(&["a", "b"]), "w")] {
+            let here = replica.get_table(cat, &n, name).await.unwrap();
+            assert!(here.is_some(), "{name}");
+            assert_eq!(here, primary.get_table(cat, &n, name).await.unwrap());
+        }
+        assert_eq!(
+            replica.get_table(cat, &ns(&["a"]), "v").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            replica.get_table(cat, &ns(&["a"]), "u").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            replica.get_namespace(cat, &ns(&["a"])).await.unwrap(),
+            primary.get_namespace(cat, &ns(&["a"])).await.unwrap()
+        );
+        assert_eq!(
+            replica.get_namespace(cat, &ns(&["gone"])).await.unwrap(),
+            None
+        );
+        assert_eq!(log(replica).await, records);
+        let wm = replica.replication_watermark().await.unwrap();
+        assert_eq!(wm.seq, head);
+        assert!(wm.applied_ms > 0);
+        assert_eq!(primary.replication_watermark().await.unwrap().seq, head);
+        assert_eq!(
+            replica
+                .get_table_by_id(&t.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
+
+        // Divergence: a commit that does not fit applies nothing of its batch.
+        let before = log(replica).await;
+        primary
+            .create_namespace(&c, cat, &ns(&["z"]), &HashMap::new())
+            .await
+            .unwrap();
+        primary
+            .commit_tables(
+                &c,
+                &[PointerSwap {
+                    table_id: t.id.clone(),
+                    expected_version: 2,
+                    new_metadata_location: "s3://b/t/3.json".into(),
+                }],
+            )
+            .await
+            .unwrap();
+        let mut next = primary.changes_after(head, 10).await.unwrap();
+        assert_eq!(next.len(), 2);
+        next[1].payload["version"] = serde_json::json!(5);
+        let err = replica.apply_replicated(&next).await.unwrap_err();
+        assert!(err.to_string().contains("diverged"), "{err}");
+        assert_eq!(log(replica).await, before);
+        assert_eq!(replica.get_namespace(cat, &ns(&["z"])).await.unwrap(), None);
+        let unknown = ChangeRecord {
+            op: "create_user".into(),
+            ..next[0].clone()
+        };
+        let err = replica.apply_replicated(&[unknown]).await.unwrap_err();
+        assert!(err.to_string().contains("create_user"), "{err}");
+
+        // Promoted, the replica continues the same sequence; the epoch followed the records.
+        assert_eq!(replica.current_epoch().await.unwrap(), 1);
+        replica
+            .create_namespace(&c, cat, &ns(&["local"]), &HashMap::new())
+            .await
+            .unwrap();
+        let mine = replica.changes_after(head, 10).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].seq, head + 1);
+
+        // Pause is kept.
+        replica.set_replication_paused(true).await.unwrap();
+        assert!(replica.replication_watermark().await.unwrap().paused);
+        replica.set_replication_paused(false).await.unwrap();
+        assert!(!replica.replication_watermark().await.unwrap().paused);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn applies_the_primarys_log_with_its_ids_sqlite() {
+        applies_the_primarys_log_with_its_ids(sqlite_pair().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn applies_the_primarys_log_with_its_ids_postgres() {
+        let Some(pair) = postgres_pair().await else {
+            return;
+        };
+        applies_the_primarys_log_with_its_ids(pair).await;
+    }
+
+    /// PostgreSQL hands out seqs in commit order without gaps, also under concurrency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_change_log_is_gap_free_under_concurrency() {
+        let Some(p) = postgres_pair().await else {
+            return;
+        };
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = p.primary.clone();
+            let cat = p.catalog_id.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = vec![format!("n{}", i % 20)];
+                // Half of them conflict (AlreadyExists) and append nothing.
+                let _ = store
+                    .create_namespace(&ctx(), &cat, &name, &HashMap::new())
+                    .await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let records = log(&p.primary).await;
+        assert_eq!(records.len(), 20);
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<i64>>());
+    }
+}
