@@ -226,6 +226,10 @@ pub struct ControlSection {
     /// Fail over automatically when the primary has held no lease for this long; 0 = never.
     #[serde(default)]
     pub auto_failover_after_ms: u64,
+    /// An unforced failover (operator or automatic) is refused when the target region's
+    /// replication lags the primary's change log by more than this many records.
+    #[serde(default = "default_max_failover_lag")]
+    pub max_failover_lag_records: u64,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -236,6 +240,9 @@ fn default_election_min_ms() -> u64 {
 }
 fn default_election_max_ms() -> u64 {
     1500
+}
+fn default_max_failover_lag() -> u64 {
+    100
 }
 fn default_lease_ms() -> u64 {
     4000

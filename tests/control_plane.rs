@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use pangolin::config::{ControlSection, VoterSection};
 use pangolin::control::{
-    ClientError, ControlClient, ControlPlane, ControlPlaneOptions, ControlState, LeaseGrant,
-    LinkFaults, LinkMode, NodeId, WriteLease, WriteLeaseConfig,
+    CatchUp, ClientError, ControlClient, ControlPlane, ControlPlaneOptions, ControlState,
+    LeaseGrant, LinkFaults, LinkMode, NoCatchUp, NodeId, WriteLease, WriteLeaseConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -38,6 +38,7 @@ struct Cluster {
     sections: Vec<ControlSection>,
     voters: Vec<Option<ControlPlane>>,
     root: CancellationToken,
+    catch_up: Arc<dyn CatchUp>,
 }
 
 fn section_for(
@@ -58,6 +59,7 @@ fn section_for(
         election_timeout_max_ms: ELECTION_MAX_MS,
         lease_ms: LEASE_MS,
         auto_failover_after_ms,
+        max_failover_lag_records: 100,
     }
 }
 
@@ -97,6 +99,13 @@ async fn wait_until<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Op
 
 impl Cluster {
     async fn start(auto_failover_after_ms: u64) -> Cluster {
+        Self::start_with_catch_up(auto_failover_after_ms, Arc::new(NoCatchUp)).await
+    }
+
+    async fn start_with_catch_up(
+        auto_failover_after_ms: u64,
+        catch_up: Arc<dyn CatchUp>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let regions = [US, EU, "witness"];
         let mut listeners = Vec::new();
@@ -127,6 +136,7 @@ impl Cluster {
             sections,
             voters: Vec::new(),
             root: CancellationToken::new(),
+            catch_up,
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let cp = cluster.start_voter(i, l).await;
@@ -139,6 +149,7 @@ impl Cluster {
         let options = ControlPlaneOptions {
             listener: Some(listener),
             faults: self.faults.clone(),
+            catch_up: self.catch_up.clone(),
             ..ControlPlaneOptions::default()
         };
         ControlPlane::start_with(&self.sections[i], options, self.root.clone())
@@ -882,5 +893,51 @@ async fn primary_without_lease_is_failed_over_automatically() {
         eu.current().filter(|(e, _)| *e == 2)
     })
     .await;
+    cluster.stop().await;
+}
+
+/// A target region lagging by a fixed number of records.
+struct FixedLag(u64);
+
+#[async_trait::async_trait]
+impl CatchUp for FixedLag {
+    async fn wait_caught_up(&self, _: Option<&str>, _: &str, _: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn check_failover_lag(&self, to: &str, max: u64) -> Result<(), String> {
+        if self.0 > max {
+            Err(format!("{to} lags by {} records (bound {max})", self.0))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_to_a_lagging_region_is_refused_unless_forced() {
+    let cluster = Cluster::start_with_catch_up(0, Arc::new(FixedLag(500))).await;
+    cluster
+        .wait_leader(&[0, 1, 2], Duration::from_secs(5))
+        .await;
+    cluster.wait_initialized().await;
+    let client = cluster.client(None);
+
+    let refused = client
+        .failover(EU, false, "alice", "drill")
+        .await
+        .expect_err("a lagging target is refused");
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("lags by 500"), "{refused}");
+    let s = client.state().await.expect("state");
+    assert_eq!((s.primary.as_deref(), s.epoch), (Some(US), 1));
+    assert!(s.switchover_in_progress.is_none());
+
+    let s = client
+        .failover(EU, true, "alice", "drill, forced")
+        .await
+        .expect("forced failover");
+    assert_eq!((s.primary.as_deref(), s.epoch), (Some(EU), 2));
+    assert!(s.history.last().expect("event").forced);
     cluster.stop().await;
 }

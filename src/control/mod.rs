@@ -64,6 +64,13 @@ use types::RegionInit;
 #[async_trait]
 pub trait CatchUp: Send + Sync + 'static {
     async fn wait_caught_up(&self, from: Option<&str>, to: &str, epoch: u64) -> Result<(), String>;
+
+    /// Before an unforced failover: `Err(why)` when region `to` lags the primary's log by
+    /// more than `max_lag_records` (or its lag cannot be read). Default: no replication, no
+    /// bound.
+    async fn check_failover_lag(&self, _to: &str, _max_lag_records: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// [`CatchUp`] that returns at once (no replication yet).
@@ -689,6 +696,17 @@ impl Voter {
                 "unknown catalog region {}",
                 req.to
             )));
+        }
+        if st.primary.as_deref() != Some(req.to.as_str()) && !req.force {
+            self.catch_up
+                .check_failover_lag(&req.to, self.section.max_failover_lag_records)
+                .await
+                .map_err(|why| {
+                    ControlError::Conflict(format!(
+                        "failover to {} refused: {why}; use force to fail over anyway",
+                        req.to
+                    ))
+                })?;
         }
         match &st.switchover_in_progress {
             None if st.primary.as_deref() == Some(req.to.as_str()) => return Ok(st),

@@ -63,6 +63,17 @@ impl HttpCatchUp {
 
 #[async_trait]
 impl CatchUp for HttpCatchUp {
+    async fn check_failover_lag(&self, to: &str, max_lag_records: u64) -> Result<(), String> {
+        let target = self.status(to).await?;
+        match target.lag_records {
+            Some(lag) if lag <= max_lag_records as i64 => Ok(()),
+            Some(lag) => Err(format!(
+                "{to} lags the primary's change log by {lag} records (bound {max_lag_records})"
+            )),
+            None => Err(format!("the replication lag of {to} is unknown")),
+        }
+    }
+
     async fn wait_caught_up(&self, from: Option<&str>, to: &str, epoch: u64) -> Result<(), String> {
         let Some(from) = from.filter(|f| *f != to) else {
             return Ok(());
