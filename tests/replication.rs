@@ -14,139 +14,27 @@
 //! switchover's catch-up hook waits for the target's watermark. With
 //! `PANGOLIN_TEST_PG_URL`, the secondary also runs on PostgreSQL.
 
+mod common;
+
+use common::{connect, fast_append, short, store_of, table_schema, write_data_file};
+
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Int64Array, RecordBatch};
 use futures::TryStreamExt;
-use iceberg::spec::{DataFile, DataFileFormat, NestedField, PrimitiveType, Schema, Type};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_rest::{
-    RestCatalog, RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
-};
-use iceberg_storage_opendal::OpenDalStorageFactory;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_rest::RestCatalog;
 use pangolin::control::CatchUp;
 use pangolin::replication::{objects_of_table, HttpCatchUp, ReplicationStatus};
-use pangolin::storage::{ObjectStore, S3Settings};
+use pangolin::storage::ObjectStore;
 use pangolin::store::{ApplyOutcome, ChangeRecord, MetadataStore, SqlStore};
 use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-async fn connect(region: &TestRegion) -> RestCatalog {
-    RestCatalogBuilder::default()
-        .with_storage_factory(Arc::new(OpenDalStorageFactory::S3 {
-            customized_credential_load: None,
-        }))
-        .load(
-            "pangolin",
-            HashMap::from([
-                (
-                    REST_CATALOG_PROP_URI.to_string(),
-                    region.catalog_url.clone(),
-                ),
-                (
-                    REST_CATALOG_PROP_WAREHOUSE.to_string(),
-                    region.warehouse.clone(),
-                ),
-            ]),
-        )
-        .await
-        .expect("build the REST catalog client")
-}
-
-/// The region's object storage, as the catalog itself reaches it.
-async fn store_of(region: &TestRegion) -> ObjectStore {
-    ObjectStore::connect(&S3Settings {
-        endpoint: Some(region.s3_endpoint.clone()),
-        region: region.s3_region.clone(),
-        credentials: Some((region.access_key.clone(), region.secret_key.clone())),
-        path_style: true,
-    })
-    .await
-}
-
-/// Short random names: keys stay well below the embedded endpoint's limits.
-fn short(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
-fn table_schema() -> Schema {
-    Schema::builder()
-        .with_schema_id(0)
-        .with_fields(vec![
-            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
-        ])
-        .build()
-        .expect("valid schema")
-}
-
-fn batch_for(table: &Table, ids: &[i64]) -> RecordBatch {
-    let arrow_schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-        .expect("iceberg schema converts to arrow");
-    let id_col: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.iter().copied()));
-    let names: ArrayRef = Arc::new(StringArray::from_iter(
-        ids.iter().map(|i| Some(format!("row {i}"))),
-    ));
-    RecordBatch::try_new(Arc::new(arrow_schema), vec![id_col, names])
-        .expect("record batch matches the table schema")
-}
-
-/// Writes one Parquet data file with the given ids under the table's data location.
-async fn write_data_file(table: &Table, ids: &[i64]) -> Vec<DataFile> {
-    let metadata = table.metadata();
-    let location_generator = DefaultLocationGenerator::new(metadata).expect("location generator");
-    let file_name_generator = DefaultFileNameGenerator::new(
-        "d".to_string(),
-        Some(uuid::Uuid::new_v4().simple().to_string()[..8].to_string()),
-        DataFileFormat::Parquet,
-    );
-    let parquet_writer_builder = ParquetWriterBuilder::from_table_properties(
-        &metadata.table_properties().expect("table properties"),
-        metadata.current_schema().clone(),
-    );
-    let rolling_writer_builder = RollingFileWriterBuilder::new_with_default_file_size(
-        parquet_writer_builder,
-        table.file_io().clone(),
-        location_generator,
-        file_name_generator,
-    );
-    let mut writer = DataFileWriterBuilder::new(rolling_writer_builder)
-        .build(None)
-        .await
-        .expect("build data file writer");
-    writer
-        .write(batch_for(table, ids))
-        .await
-        .expect("write record batch to S3");
-    writer.close().await.expect("close data file writer")
-}
-
-async fn fast_append(catalog: &RestCatalog, table: &Table, files: Vec<DataFile>) -> Table {
-    let tx = Transaction::new(table);
-    let tx = tx
-        .fast_append()
-        .add_data_files(files)
-        .apply(tx)
-        .expect("apply fast append");
-    tx.commit(catalog).await.expect("commit fast append")
-}
 
 /// Writes `ids` into a new data file and appends it.
 async fn append(catalog: &RestCatalog, table: &Table, ids: &[i64]) -> Table {
