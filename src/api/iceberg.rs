@@ -22,7 +22,7 @@ use crate::catalog::model::{
 };
 use crate::catalog::{parse_namespace, CachedMetadata, CreatedTable, LoadedTable, ResolvedCatalog};
 use crate::error::CatalogError;
-use crate::store::PageRequest;
+use crate::store::{Page, PageRequest};
 
 type ApiResult<T> = Result<T, CatalogError>;
 type St = State<Arc<AppState>>;
@@ -328,21 +328,26 @@ async fn list_tables(
         .catalog
         .list_tables(&cat, &ns, &page_request(&q)?)
         .await?;
-    Ok(Json(ListTablesResponse {
+    Ok(Json(identifiers_page(&ns, page)))
+}
+
+/// A page of table or view names as `ListTablesResponse` identifiers.
+pub(super) fn identifiers_page(ns: &[String], page: Page<String>) -> ListTablesResponse {
+    ListTablesResponse {
         identifiers: page
             .items
             .into_iter()
             .map(|name| TableIdentifier {
-                namespace: ns.clone(),
+                namespace: ns.to_vec(),
                 name,
             })
             .collect(),
         next_page_token: encode_token(page.next_token),
-    }))
+    }
 }
 
 /// `LoadTableResult` assembled from cached bytes: no re-serialization of the metadata.
-fn load_table_body(
+pub(super) fn load_table_body(
     config: &[u8],
     metadata_location: Option<&str>,
     metadata_json: &[u8],

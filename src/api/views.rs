@@ -11,10 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{AppState, IcebergJson};
-use crate::catalog::model::{ListTablesResponse, RenameTableRequest, TableIdentifier};
+use crate::catalog::model::{ListTablesResponse, RenameTableRequest};
 use crate::catalog::parse_namespace;
 use crate::catalog::views::{
     CommitViewRequest, CreateViewRequest, LoadedView, RegisterViewRequest,
@@ -61,28 +60,21 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/{prefix}/views/rename", post(rename_view))
 }
 
-use super::iceberg::{catalog, etag, page_request, params, path};
-
-/// `LoadViewResult` assembled from the metadata file's bytes: no re-serialization.
-fn load_view_body(state: &AppState, view: &LoadedView) -> ApiResult<Bytes> {
-    let location = serde_json::to_vec(&view.record.metadata_location)
-        .map_err(|e| CatalogError::Internal(e.to_string()))?;
-    let mut b = BytesMut::with_capacity(
-        view.json.len() + location.len() + state.storage_properties_json.len() + 64,
-    );
-    b.put_slice(b"{\"metadata-location\":");
-    b.put_slice(&location);
-    b.put_slice(b",\"metadata\":");
-    b.put_slice(&view.json);
-    b.put_slice(b",\"config\":");
-    b.put_slice(&state.storage_properties_json);
-    b.put_slice(b"}");
-    Ok(b.freeze())
-}
+use super::iceberg::{
+    catalog, etag, identifiers_page, load_table_body, page_request, params, path,
+};
 
 /// 200 with a `LoadViewResult` and the view's ETag.
 fn view_response(state: &AppState, view: &LoadedView) -> ApiResult<Response> {
-    let mut resp = (StatusCode::OK, load_view_body(state, view)?).into_response();
+    let mut resp = (
+        StatusCode::OK,
+        load_table_body(
+            &state.storage_properties_json,
+            Some(&view.record.metadata_location),
+            &view.json,
+        )?,
+    )
+        .into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -105,17 +97,7 @@ async fn list_views(State(state): St, p: NsPath, q: Params) -> ApiResult<Json<Li
         .catalog
         .list_views(&cat, &ns, &page_request(&q)?)
         .await?;
-    Ok(Json(ListTablesResponse {
-        identifiers: page
-            .items
-            .into_iter()
-            .map(|name| TableIdentifier {
-                namespace: ns.clone(),
-                name,
-            })
-            .collect(),
-        next_page_token: page.next_token.map(hex::encode),
-    }))
+    Ok(Json(identifiers_page(&ns, page)))
 }
 
 async fn create_view(
