@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     print(&format!("loadTable ({backend})"), &catalog);
 
     // Reference: a bare axum server returning the same bytes.
-    let body = Bytes::from(http.get(&urls[0]).send().await?.bytes().await?);
+    let body: Bytes = http.get(&urls[0]).send().await?.bytes().await?;
     let app = axum::Router::new().route(
         "/v1/{prefix}/namespaces/{ns}/tables/{table}",
         axum::routing::get(move || {
