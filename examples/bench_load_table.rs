@@ -111,6 +111,7 @@ fn print(name: &str, f: &Figures) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args();
+    let mut bench_db = None;
     let region = match &args.postgres {
         Some(url) => {
             let db = format!("pangolin_bench_{}", uuid::Uuid::new_v4().simple());
@@ -119,7 +120,9 @@ async fn main() -> anyhow::Result<()> {
                 .execute(&admin)
                 .await?;
             let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-            TestRegion::start_with_database(&format!("{base}/{db}")).await?
+            let region = TestRegion::start_with_database(&format!("{base}/{db}")).await?;
+            bench_db = Some((admin, db));
+            region
         }
         None => TestRegion::start().await?,
     };
@@ -192,5 +195,10 @@ async fn main() -> anyhow::Result<()> {
     print("bare axum, same bytes", &bare);
     println!("ratio loadTable / bare axum: {:.2}", catalog.rps / bare.rps);
     region.shutdown().await;
+    if let Some((admin, db)) = bench_db {
+        sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+    }
     Ok(())
 }
