@@ -136,7 +136,9 @@ struct ErrorModel<'a> {
 impl IntoResponse for CatalogError {
     fn into_response(self) -> Response {
         let (status, kind) = self.status_and_type();
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %self, "request refused for now");
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {

@@ -828,7 +828,7 @@ impl CatalogService {
             let Some(record) = self.get_entity(cat, ns, name, EntityKind::Table).await? else {
                 if requirements.contains(&TableRequirement::NotExist) {
                     return self
-                        .commit_staged_create(cat, ns, name, &requirements, updates)
+                        .commit_staged_create(cat, ns, name, &requirements, updates, origin)
                         .await;
                 }
                 return Err(Self::no_such_table(ns, name));
@@ -926,6 +926,7 @@ impl CatalogService {
         name: &str,
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
+        origin: Option<&ObjectStore>,
     ) -> Result<LoadedTable> {
         for r in requirements {
             requirements::check(r, None)?;
@@ -940,8 +941,27 @@ impl CatalogService {
                 display_namespace(ns),
             )));
         }
-        let metadata =
-            metadata_from_create_updates(updates, || self.default_location(cat, ns, name))?;
+        let default_location = self.default_location(cat, ns, name);
+        if let Some(source) = origin {
+            // A create transaction may carry snapshots whose files its client wrote in its own
+            // region: pull them here first. The base is the table without its snapshots.
+            let without_snapshots: Vec<TableUpdate> = updates
+                .iter()
+                .filter(|u| {
+                    !matches!(
+                        u,
+                        TableUpdate::AddSnapshot { .. } | TableUpdate::SetSnapshotRef { .. }
+                    )
+                })
+                .cloned()
+                .collect();
+            let base =
+                metadata_from_create_updates(without_snapshots, || default_location.clone())?;
+            copy_commit_objects(&self.copier, source, &self.objects, &base, &updates)
+                .await
+                .map_err(copy_err)?;
+        }
+        let metadata = metadata_from_create_updates(updates, || default_location)?;
         let location = metadata_file_location(metadata.location(), 0);
         self.publish_new(cat, ns, name, metadata, location)
             .await

@@ -437,6 +437,23 @@ def test_write_through_secondary_lands_in_primary_and_reads_from_primary_bucket(
     assert len(data_files) == 2, f"two appends should give two data files: {data_files}"
 
 
+def test_create_transaction_with_data_through_secondary_pulls_its_files(us_primary, namespaces_to_drop) -> None:
+    """A staged create whose commit carries a snapshot (PyIceberg's create_table_transaction)
+    made through the secondary: the primary copies the files first, then publishes."""
+    namespace = unique("mr_create_tx")
+    namespaces_to_drop.append((CATALOG[US], namespace))
+    eu = RecordingCatalog(EU)
+    eu.catalog.create_namespace(namespace)
+    identifier = (namespace, "born_with_data")
+    with eu.catalog.create_table_transaction(identifier, schema=SCHEMA) as txn:
+        txn.append(batch([7, 8, 9], "created"))
+
+    loaded = RecordingCatalog(US).catalog.load_table(identifier)
+    assert rows(loaded) == [{"id": i, "region_seen": "created"} for i in (7, 8, 9)]
+    data_files = assert_files_in_bucket(US, loaded)
+    assert len(data_files) == 1, f"one append should give one data file: {data_files}"
+
+
 # ---- 2. planned switchover ------------------------------------------------------------------
 
 
