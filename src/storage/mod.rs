@@ -135,23 +135,9 @@ impl ObjectStore {
     }
 
     pub async fn get(&self, location: &str) -> Result<Bytes, StorageError> {
-        let (bucket, key) = parse_location(location)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                let svc = e.into_service_error();
-                if svc.is_no_such_key() {
-                    StorageError::NotFound(location.to_string())
-                } else {
-                    request_error(location, aws_sdk_s3::error::DisplayErrorContext(svc))
-                }
-            })?;
-        let data = out
+        let data = self
+            .get_stream(location)
+            .await?
             .body
             .collect()
             .await
