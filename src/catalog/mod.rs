@@ -657,9 +657,20 @@ impl CatalogService {
         from: &TableIdentifier,
         to: &TableIdentifier,
     ) -> Result<()> {
+        self.rename_entity(cat, from, to, EntityKind::Table).await
+    }
+
+    /// Renames a table or a view (within or across namespaces of one catalog).
+    pub(crate) async fn rename_entity(
+        &self,
+        cat: &ResolvedCatalog,
+        from: &TableIdentifier,
+        to: &TableIdentifier,
+        kind: EntityKind,
+    ) -> Result<()> {
         validate_namespace(&from.namespace)?;
         validate_namespace(&to.namespace)?;
-        validate_name("table", &to.name)?;
+        validate_name(kind.as_str(), &to.name)?;
         match self
             .store
             .rename_table(
@@ -669,7 +680,7 @@ impl CatalogService {
                 &from.name,
                 &to.namespace,
                 &to.name,
-                EntityKind::Table,
+                kind,
             )
             .await
         {

@@ -428,25 +428,7 @@ impl CatalogService {
         from: &TableIdentifier,
         to: &TableIdentifier,
     ) -> Result<()> {
-        validate_namespace(&from.namespace)?;
-        validate_namespace(&to.namespace)?;
-        validate_name("view", &to.name)?;
-        match self
-            .store
-            .rename_table(
-                &self.ctx(),
-                &cat.catalog.id,
-                &from.namespace,
-                &from.name,
-                &to.namespace,
-                &to.name,
-                EntityKind::View,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.write_err(e).await),
-        }
+        self.rename_entity(cat, from, to, EntityKind::View).await
     }
 }
 
