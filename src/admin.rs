@@ -25,6 +25,25 @@ pub enum ReplicationCommand {
     Pause,
     /// Resume (also retries a record that halted the stream).
     Resume,
+    /// Compare this region with the primary: pointers, and every referenced object present
+    /// with the primary's size and ETag. Exits non-zero when they differ.
+    Verify {
+        /// Only this catalog (default: all).
+        #[arg(long)]
+        catalog: Option<String>,
+    },
+    /// Rebuild a catalog of this region from the primary (a new or damaged region).
+    Resync {
+        #[arg(long)]
+        catalog: String,
+    },
+    /// Commits this region held that the primary never received (failback), by table and
+    /// snapshot id.
+    Quarantine {
+        /// Only entries of this catalog.
+        #[arg(long)]
+        catalog: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +109,35 @@ pub async fn run(endpoint: &str, json_out: bool, cmd: AdminCommand) -> anyhow::R
             call(http.post(format!("{base}/api/v1/replication/resume"))).await?,
             "replication resume",
         ),
+        AdminCommand::Replication(ReplicationCommand::Verify { catalog }) => {
+            let answer = call(
+                http.post(format!("{base}/api/v1/replication/verify"))
+                    .json(&json!({ "catalog": catalog })),
+            )
+            .await?;
+            return finish_verify(json_out, &answer);
+        }
+        AdminCommand::Replication(ReplicationCommand::Resync { catalog }) => (
+            call(
+                http.post(format!("{base}/api/v1/replication/resync"))
+                    .json(&json!({ "catalog": catalog })),
+            )
+            .await?,
+            "replication resync",
+        ),
+        AdminCommand::Replication(ReplicationCommand::Quarantine { catalog }) => {
+            let mut answer =
+                call(http.get(format!("{base}/api/v1/replication/quarantine"))).await?;
+            if let (Some(c), Some(entries)) = (&catalog, answer["entries"].as_array_mut()) {
+                entries.retain(|e| e["catalog"].as_str() == Some(c.as_str()));
+            }
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print_quarantine(&answer);
+            }
+            return Ok(());
+        }
     };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -193,6 +241,87 @@ fn print_control(kind: &str, answer: &Value) {
     }
 }
 
+/// Prints a verify report; an error (non-zero exit) when the regions differ.
+fn finish_verify(json_out: bool, answer: &Value) -> anyhow::Result<()> {
+    let differences = answer["differences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+    } else {
+        println!(
+            "region {} vs primary {}: watermark {}, primary head {}",
+            answer["region"].as_str().unwrap_or("?"),
+            answer["primary"]
+                .as_str()
+                .unwrap_or("(this region is the primary)"),
+            answer["watermark"],
+            answer["primary_head"]
+        );
+        let c = &answer["compared"];
+        println!(
+            "compared: {} catalogs, {} namespaces, {} tables, {} views, {} objects",
+            c["catalogs"], c["namespaces"], c["tables"], c["views"], c["objects"]
+        );
+        for f in answer["in_flight"].as_array().into_iter().flatten() {
+            println!("  in flight (not compared): {}", f.as_str().unwrap_or("?"));
+        }
+        for d in &differences {
+            println!(
+                "  DIFFERENT {} {}/{}: {}",
+                d["kind"].as_str().unwrap_or("?"),
+                d["catalog"].as_str().unwrap_or("?"),
+                d["name"].as_str().unwrap_or("?"),
+                d["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if answer["equal"].as_bool() != Some(true) {
+        bail!(
+            "the region differs from the primary ({} differences)",
+            differences.len()
+        );
+    }
+    if !json_out {
+        println!("equal.");
+    }
+    Ok(())
+}
+
+fn print_quarantine(answer: &Value) {
+    let entries = answer["entries"].as_array().cloned().unwrap_or_default();
+    println!(
+        "region {}: {} quarantined commits",
+        answer["region"].as_str().unwrap_or("?"),
+        entries.len()
+    );
+    for e in &entries {
+        let ns: Vec<&str> = e["namespace"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "  seq {} epoch {} {} {} {}.{}{} snapshots {} properties {} metadata {}",
+            e["seq"],
+            e["epoch"],
+            e["op"].as_str().unwrap_or("?"),
+            e["kind"].as_str().unwrap_or("?"),
+            e["catalog"].as_str().unwrap_or("-"),
+            ns.join("."),
+            e["name"]
+                .as_str()
+                .map(|n| format!(".{n}"))
+                .unwrap_or_default(),
+            e["snapshot_ids"],
+            e["properties"],
+            e["metadata_location"].as_str().unwrap_or("-")
+        );
+    }
+}
+
 fn print_replication(answer: &Value) {
     for key in [
         "region",
@@ -209,6 +338,12 @@ fn print_replication(answer: &Value) {
         "objects_copied",
         "bytes_copied",
         "last_error",
+        "catalog",
+        "snapshot_head",
+        "namespaces",
+        "tables",
+        "views",
+        "objects",
     ] {
         if let Some(v) = answer.get(key) {
             println!("{key}: {v}");

@@ -32,6 +32,9 @@ pub struct Config {
     /// The replicator of this region (see docs/replication.md).
     #[serde(default)]
     pub replication: ReplicationSection,
+    /// Fault injection for drills and tests (docs/fault-injection.md). Never in production.
+    #[serde(default)]
+    pub faults: crate::faults::FaultsSection,
 }
 
 /// `[replication]`: how this region follows the primary's change log.
@@ -69,6 +72,80 @@ pub struct ReplicationSection {
     /// Longest wait of a planned switchover for its target to catch up (on voters).
     #[serde(default = "default_catch_up_timeout_ms")]
     pub catch_up_timeout_ms: u64,
+    /// Default replication mode of every catalog: `async` or `sync` (a commit is
+    /// acknowledged only after every healthy secondary applied it).
+    #[serde(default)]
+    pub mode: ReplicationMode,
+    /// What a sync commit does when a secondary stays behind past `sync_timeout_ms` or is
+    /// unreachable: `block` (503, the commit stays durable at the primary) or `degrade`.
+    #[serde(default)]
+    pub sync_policy: SyncPolicy,
+    /// Longest wait of a sync commit for the secondaries, in milliseconds.
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// A secondary that has not pulled within this window (and has no pull in flight) is
+    /// unreachable: sync commits do not wait for it, the policy decides at once.
+    #[serde(default = "default_sync_health_window_ms")]
+    pub sync_health_window_ms: u64,
+    /// Longest wait of a read carrying `x-pangolin-commit-token` at a secondary for its
+    /// watermark to reach the token, before the read is forwarded to the primary.
+    #[serde(default = "default_read_your_writes_wait_ms")]
+    pub read_your_writes_wait_ms: u64,
+    /// Per-catalog overrides of `mode`, `sync_policy`, `sync_timeout_ms`, by catalog name.
+    #[serde(default)]
+    pub catalogs: std::collections::BTreeMap<String, CatalogReplication>,
+}
+
+/// `async`: commits are acknowledged once durable at the primary; `sync`: once every
+/// healthy secondary applied them too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    #[default]
+    Async,
+    Sync,
+}
+
+/// What a sync-mode commit does when a secondary does not apply it in time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Answer 503 (with Retry-After); the commit is durable at the primary.
+    #[default]
+    Block,
+    /// Acknowledge, log an ERROR and report the region degraded until it catches up.
+    Degrade,
+}
+
+/// `[replication.catalogs.<name>]`: one catalog's replication settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogReplication {
+    pub mode: Option<ReplicationMode>,
+    pub sync_policy: Option<SyncPolicy>,
+    pub sync_timeout_ms: Option<u64>,
+}
+
+/// The replication settings in force for one catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CatalogReplicationMode {
+    pub mode: ReplicationMode,
+    pub sync_policy: SyncPolicy,
+    pub sync_timeout_ms: u64,
+}
+
+impl ReplicationSection {
+    /// The mode, policy and timeout of catalog `name` (its override, else the defaults).
+    pub fn mode_of(&self, name: &str) -> CatalogReplicationMode {
+        let o = self.catalogs.get(name);
+        CatalogReplicationMode {
+            mode: o.and_then(|c| c.mode).unwrap_or(self.mode),
+            sync_policy: o.and_then(|c| c.sync_policy).unwrap_or(self.sync_policy),
+            sync_timeout_ms: o
+                .and_then(|c| c.sync_timeout_ms)
+                .unwrap_or(self.sync_timeout_ms),
+        }
+    }
 }
 
 impl Default for ReplicationSection {
@@ -83,6 +160,12 @@ impl Default for ReplicationSection {
             retry_max_ms: default_replication_retry_max_ms(),
             copy_parallelism: default_replication_parallelism(),
             catch_up_timeout_ms: default_catch_up_timeout_ms(),
+            mode: ReplicationMode::default(),
+            sync_policy: SyncPolicy::default(),
+            sync_timeout_ms: default_sync_timeout_ms(),
+            sync_health_window_ms: default_sync_health_window_ms(),
+            read_your_writes_wait_ms: default_read_your_writes_wait_ms(),
+            catalogs: Default::default(),
         }
     }
 }
@@ -103,10 +186,21 @@ fn default_replication_retry_max_ms() -> u64 {
     10_000
 }
 fn default_replication_parallelism() -> usize {
-    16
+    // Over a cross-region link (~80 ms each way) the replicator keeps up with a sustained
+    // commit load from 64 requests in flight per stage (docs/replication.md, 80 ms figures).
+    64
 }
 fn default_catch_up_timeout_ms() -> u64 {
     60_000
+}
+fn default_sync_timeout_ms() -> u64 {
+    5_000
+}
+fn default_sync_health_window_ms() -> u64 {
+    15_000
+}
+fn default_read_your_writes_wait_ms() -> u64 {
+    2_000
 }
 
 fn default_data_dir() -> PathBuf {
@@ -384,6 +478,9 @@ pub struct VoterConfig {
     /// Only `catch_up_timeout_ms` matters on a voter without a catalog.
     #[serde(default)]
     pub replication: ReplicationSection,
+    /// Fault injection for drills and tests (docs/fault-injection.md). Never in production.
+    #[serde(default)]
+    pub faults: crate::faults::FaultsSection,
 }
 
 /// What `pangolin serve --config FILE` runs: a catalog node (with or without a voter), or a
@@ -496,6 +593,7 @@ const CONFIG_ROOTS: &[&str] = &[
     "storage",
     "bootstrap",
     "replication",
+    "faults",
 ];
 
 /// Longest accepted `catalog.idempotency_key_lifetime_secs`: 7 days.
@@ -612,6 +710,29 @@ impl Config {
         if r.copy_parallelism == 0 {
             return bad("replication.copy_parallelism", "must be at least 1");
         }
+        if r.sync_timeout_ms == 0 || r.sync_timeout_ms > 600_000 {
+            return bad(
+                "replication.sync_timeout_ms",
+                "must be between 1 and 600000",
+            );
+        }
+        if r.sync_health_window_ms == 0 {
+            return bad("replication.sync_health_window_ms", "must be at least 1");
+        }
+        if r.read_your_writes_wait_ms > 60_000 {
+            return bad(
+                "replication.read_your_writes_wait_ms",
+                "must be at most 60000",
+            );
+        }
+        for (name, c) in &r.catalogs {
+            if c.sync_timeout_ms.is_some_and(|t| t == 0 || t > 600_000) {
+                return bad(
+                    &format!("replication.catalogs.{name}.sync_timeout_ms"),
+                    "must be between 1 and 600000",
+                );
+            }
+        }
         if let Some(p) = &r.primary {
             if !names.contains(p.as_str()) {
                 return bad("replication.primary", "must be one of [[regions]]");
@@ -727,5 +848,56 @@ mod tests {
         let env = vec![("PANGOLIN_CATALOG__LISTEN".to_string(), "nope".to_string())];
         let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
         assert!(err.contains("catalog.listen"), "{err}");
+    }
+
+    #[test]
+    fn replication_mode_defaults_to_async_with_per_catalog_overrides() {
+        let c = Config::parse(DEV, "x", Vec::new()).unwrap();
+        assert_eq!(c.replication.mode_of("demo").mode, ReplicationMode::Async);
+        assert_eq!(c.replication.read_your_writes_wait_ms, 2000);
+        let env = vec![
+            ("PANGOLIN_REPLICATION__MODE".to_string(), "sync".to_string()),
+            (
+                "PANGOLIN_REPLICATION__CATALOGS__DEMO__SYNC_POLICY".to_string(),
+                "degrade".to_string(),
+            ),
+            (
+                "PANGOLIN_REPLICATION__CATALOGS__LOGS__MODE".to_string(),
+                "async".to_string(),
+            ),
+        ];
+        let c = Config::parse(DEV, "x", env).unwrap();
+        let demo = c.replication.mode_of("demo");
+        assert_eq!(demo.mode, ReplicationMode::Sync);
+        assert_eq!(demo.sync_policy, SyncPolicy::Degrade);
+        assert_eq!(demo.sync_timeout_ms, 5000);
+        assert_eq!(c.replication.mode_of("logs").mode, ReplicationMode::Async);
+        assert_eq!(
+            c.replication.mode_of("other").sync_policy,
+            SyncPolicy::Block
+        );
+
+        for (key, value, named) in [
+            ("PANGOLIN_REPLICATION__MODE", "eventually", "mode"),
+            (
+                "PANGOLIN_REPLICATION__SYNC_TIMEOUT_MS",
+                "0",
+                "replication.sync_timeout_ms",
+            ),
+            (
+                "PANGOLIN_REPLICATION__CATALOGS__DEMO__SYNC_TIMEOUT_MS",
+                "0",
+                "replication.catalogs.demo.sync_timeout_ms",
+            ),
+            (
+                "PANGOLIN_REPLICATION__READ_YOUR_WRITES_WAIT_MS",
+                "600000",
+                "replication.read_your_writes_wait_ms",
+            ),
+        ] {
+            let env = vec![(key.to_string(), value.to_string())];
+            let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}: {err}");
+        }
     }
 }

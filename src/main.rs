@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: pangolin::admin::AdminCommand,
     },
+    /// Failover drills against a running deployment (see docs/drills.md).
+    Drill {
+        #[command(subcommand)]
+        command: pangolin::drill::DrillCommand,
+    },
     /// Run the local deployment on loopback (embedded SQLite and S3, no external service).
     Dev {
         /// Where the deployment keeps its state across restarts.
@@ -85,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev { data_dir, fresh } => pangolin::dev::run(data_dir, fresh).await,
+        Command::Drill { command } => {
+            let code = pangolin::drill::main(command).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Admin {
             endpoint,
             json,

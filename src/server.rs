@@ -32,6 +32,8 @@ pub struct RunningRegion {
     pub s3_addr: Option<SocketAddr>,
     /// The S3 endpoint vended to clients.
     pub s3_endpoint: String,
+    /// The region's replication (status, verify, resync; test hooks).
+    pub replication: Arc<Replication>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -98,6 +100,10 @@ async fn bootstrap(
 
 /// Starts a region node from its configuration.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<RunningRegion> {
+    crate::faults::configure(&config.faults, &config.region.name);
+    for r in &config.regions {
+        crate::faults::registry().register_endpoint(&r.catalog_url, &r.name);
+    }
     let mut tasks = Vec::new();
     let mut s3_addr = None;
     let mut endpoint = config.storage.endpoint.clone();
@@ -159,12 +165,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             if section.voter_id.is_some() {
                 voter = Some(start_control_voter(section, config, shutdown.clone()).await?);
             }
-            let client = ControlClient::from_section(section)?;
+            let client = ControlClient::from_section(section)?.with_faults(
+                voter_links(section, &config.region.name),
+                section.voter_id.unwrap_or(0),
+            );
             control_client = Some(client.clone());
             let holder = format!("{}/{}", config.region.name, std::process::id());
             let lease = WriteLease::spawn(
                 client,
-                WriteLeaseConfig::new(config.region.name.clone(), holder, section.lease_ms),
+                WriteLeaseConfig::new(config.region.name.clone(), holder, section.lease_ms)
+                    .ignoring_expiry(crate::faults::registry().fencing_disabled()),
                 &shutdown,
             );
             primary_source = PrimarySource::Control(lease.known());
@@ -201,7 +211,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
                 .zip(peer.secret_access_key.clone()),
             path_style: peer.path_style,
         };
-        peers.insert(peer.name.clone(), ObjectStore::connect(&settings).await);
+        let objects = ObjectStore::connect(&settings).await;
+        peers.insert(peer.name.clone(), objects.through_fault_link(&peer.name));
         let vended = serde_json::to_vec(&peer.vended_storage_properties())?;
         region_storage_json.insert(peer.name.clone(), bytes::Bytes::from(vended));
     }
@@ -251,7 +262,12 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     .with_catalog_settings(&config.catalog);
     state.control = control_client;
     state.region_storage_json = region_storage_json;
-    state.replication = Some(replication);
+    state.replication = Some(replication.clone());
+    state.sync = Arc::new(crate::replication::SyncReplication::new(
+        config.region.name.clone(),
+        config.replication.clone(),
+        config.regions.iter().map(|r| r.name.clone()),
+    ));
     let state = Arc::new(state);
     let app = api::router(state);
 
@@ -274,6 +290,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         catalog_addr,
         s3_addr,
         s3_endpoint: endpoint.unwrap_or_default(),
+        replication,
         shutdown,
         tasks,
     })
@@ -288,6 +305,7 @@ async fn start_control_voter(
 ) -> anyhow::Result<ControlPlane> {
     let timeout = Duration::from_millis(config.replication.catch_up_timeout_ms);
     let options = ControlPlaneOptions {
+        faults: voter_links(section, &config.region.name),
         catch_up: Arc::new(HttpCatchUp::new(&config.regions, timeout)),
         catch_up_timeout: timeout,
         ..Default::default()
@@ -311,7 +329,12 @@ pub async fn start_voter(
     } else {
         Arc::new(HttpCatchUp::new(&config.regions, timeout))
     };
+    crate::faults::configure(&config.faults, &config.region.name);
+    for r in &config.regions {
+        crate::faults::registry().register_endpoint(&r.catalog_url, &r.name);
+    }
     let options = ControlPlaneOptions {
+        faults: voter_links(&config.control, &config.region.name),
         catch_up,
         catch_up_timeout: timeout,
         ..Default::default()
@@ -319,4 +342,13 @@ pub async fn start_voter(
     let voter = ControlPlane::start_with(&config.control, options, shutdown).await?;
     tracing::info!(region = %config.region.name, "control-plane voter running");
     Ok(voter)
+}
+
+/// The fault hook of this process's links to the voters: the region link faults
+/// ([`crate::faults`]) apply to voters of other regions.
+fn voter_links(section: &ControlSection, region: &str) -> Arc<crate::control::LinkFaults> {
+    crate::control::LinkFaults::for_regions(
+        region,
+        section.voters.iter().map(|v| (v.id, v.region.clone())),
+    )
 }

@@ -11,16 +11,17 @@
 //! `Transaction`, reload, scan back to Arrow; a second append; loading a table
 //! that does not exist.
 
+mod common;
+
+use common::{connect, fast_append, scan_batches, table_schema};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
-use iceberg::spec::{
-    DataFile, DataFileFormat, NestedField, Operation, PrimitiveType, Schema, Type,
-};
+use iceberg::spec::{DataFile, DataFileFormat, Operation, PrimitiveType, Type};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
@@ -28,52 +29,14 @@ use iceberg::writer::file_writer::location_generator::{
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_rest::{
-    RestCatalog, RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
-};
-use iceberg_storage_opendal::OpenDalStorageFactory;
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use pangolin::testing::TestRegion;
 
 /// One row of the test table: (id, name, score).
 type Row = (i64, Option<String>, Option<f64>);
 
-async fn connect(region: &TestRegion) -> RestCatalog {
-    RestCatalogBuilder::default()
-        .with_storage_factory(Arc::new(OpenDalStorageFactory::S3 {
-            customized_credential_load: None,
-        }))
-        .load(
-            "pangolin",
-            HashMap::from([
-                (
-                    REST_CATALOG_PROP_URI.to_string(),
-                    region.catalog_url.clone(),
-                ),
-                (
-                    REST_CATALOG_PROP_WAREHOUSE.to_string(),
-                    region.warehouse.clone(),
-                ),
-            ]),
-        )
-        .await
-        .expect("build the REST catalog client")
-}
-
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
-}
-
-fn table_schema() -> Schema {
-    Schema::builder()
-        .with_schema_id(0)
-        .with_fields(vec![
-            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String)).into(),
-            NestedField::optional(3, "score", Type::Primitive(PrimitiveType::Double)).into(),
-        ])
-        .build()
-        .expect("valid schema")
 }
 
 /// Builds an Arrow batch for the table's current schema (with the Parquet
@@ -118,31 +81,10 @@ async fn write_data_file(table: &Table, file_prefix: &str, rows: &[Row]) -> Vec<
     writer.close().await.expect("close data file writer")
 }
 
-async fn fast_append(catalog: &RestCatalog, table: &Table, files: Vec<DataFile>) -> Table {
-    let tx = Transaction::new(table);
-    let tx = tx
-        .fast_append()
-        .add_data_files(files)
-        .apply(tx)
-        .expect("apply fast append");
-    tx.commit(catalog).await.expect("commit fast append")
-}
-
 /// Scans the whole table and returns its rows sorted by id.
 async fn scan_rows(table: &Table) -> Vec<Row> {
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .select_all()
-        .build()
-        .expect("build scan")
-        .to_arrow()
-        .await
-        .expect("plan scan")
-        .try_collect()
-        .await
-        .expect("read scanned batches");
     let mut rows = Vec::new();
-    for batch in &batches {
+    for batch in &scan_batches(table).await {
         let ids = batch
             .column_by_name("id")
             .expect("id column")

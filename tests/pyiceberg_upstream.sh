@@ -15,10 +15,9 @@
 # The upstream fixtures hard-code http://localhost:8181 and http://localhost:9000, so the
 # server address cannot be changed here. Tests that need Spark, Hive, another catalog
 # implementation, the tables PyIceberg's Spark provisioning creates or the reference
-# deployment's storage layout are deselected below, each with its reason (as are two known
-# iceberg-rust differences); docs/pyiceberg-conformance.md lists them too. Exits non-zero when
-# any selected test fails or errors, or when a deselection rule no longer matches a collected
-# test.
+# deployment's storage layout are deselected below, each with its reason;
+# docs/pyiceberg-conformance.md lists them too. Exits non-zero when any selected test fails or
+# errors, or when a deselection rule no longer matches a collected test.
 set -euo pipefail
 
 PYTHON=${PYTHON:-$HOME/.cache/pangolin/venv/bin/python}
@@ -68,15 +67,6 @@ REFERENCE_LOCATION="asserts data file paths under s3://warehouse/default/<table>
 DESELECTED=(
   # test_catalog.py
   "tests/integration/test_catalog.py::test_rest_custom_namespace_separator|asserts the reference fixture's '.' namespace separator; Pangolin keeps the spec default 0x1F (iceberg-rust always sends 0x1F, and '.' makes names like ('new.db',) ambiguous)"
-
-  # test_rest_schema.py: iceberg-rust 0.10, which Pangolin builds table metadata with
-  "tests/integration/test_rest_schema.py::test_initial_default_all_columns[iceberg_type3-19.25-22.27]|iceberg-rust 0.10 serializes a float initial/write default by widening f32 to f64 (22.27 -> 22.270000457763672); the Java reference keeps 22.27"
-
-  # Known Pangolin bugs (listed in docs/pyiceberg-conformance.md and open): the iceberg-rust
-  # 0.10 metadata builder that Pangolin applies updates with is stricter than Java here.
-  "tests/integration/test_partition_evolution.py::test_add_hour_to_day[session_catalog]|KNOWN BUG: iceberg-rust 0.10 refuses a spec with day() and hour() on one column as redundant; Java accepts specs read from JSON"
-  "tests/integration/test_partition_evolution.py::test_remove_identity[session_catalog]|KNOWN BUG: iceberg-rust 0.10 refuses a v1 void partition field named like its source column; Java accepts it"
-  "tests/integration/test_partition_evolution.py::test_remove_and_add_identity[session_catalog]|KNOWN BUG: as test_remove_identity (v1 void field named like its source column)"
 
   # Product decision: new tables get write.object-storage.enabled=true (hash-prefixed data
   # paths, ARCHITECTURE.md section 10); these tests compare the whole property map.

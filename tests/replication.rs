@@ -11,139 +11,37 @@
 //! converges without applying a record twice; a record whose object is missing at the
 //! primary stops the stream with the error reported, and resuming after the fix converges;
 //! a region whose log does not continue into the primary's refuses to follow it; a planned
-//! switchover's catch-up hook waits for the target's watermark. With
-//! `PANGOLIN_TEST_PG_URL`, the secondary also runs on PostgreSQL.
+//! switchover's catch-up hook waits for the target's watermark. The `_postgres` cases run
+//! on fresh PostgreSQL databases of `PANGOLIN_TEST_PG_URL` and fail when it is not set.
 
 mod common;
 
-use common::{connect, fast_append, short, store_of, table_schema, write_data_file};
+use common::{
+    append, change_log, connect, create_table, fast_append, get_json, new_namespace, ns_url,
+    peer_of, pointer, scan_ids, short, status, store_of, wait_caught_up, wait_status,
+    write_data_file, PgDatabase, CATCH_UP,
+};
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Int64Array, RecordBatch};
-use futures::TryStreamExt;
 use iceberg::table::Table;
-use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
-use iceberg_catalog_rest::RestCatalog;
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use pangolin::control::CatchUp;
 use pangolin::replication::{objects_of_table, HttpCatchUp, ReplicationStatus};
 use pangolin::storage::ObjectStore;
-use pangolin::store::{ApplyOutcome, ChangeRecord, MetadataStore, SqlStore};
+use pangolin::store::{ApplyOutcome, MetadataStore, SqlStore};
 use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-/// Writes `ids` into a new data file and appends it.
-async fn append(catalog: &RestCatalog, table: &Table, ids: &[i64]) -> Table {
-    let files = write_data_file(table, ids).await;
-    fast_append(catalog, table, files).await
-}
-
-/// The ids a scan of the table returns, sorted.
-async fn scan_ids(table: &Table) -> Vec<i64> {
-    let batches: Vec<RecordBatch> = table
-        .scan()
-        .select_all()
-        .build()
-        .expect("build scan")
-        .to_arrow()
-        .await
-        .expect("plan scan")
-        .try_collect()
-        .await
-        .expect("read scanned batches");
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("id column")
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.sort_unstable();
-    ids
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let resp = http.get(url).send().await.expect("request");
-    let status = resp.status();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
-async fn status(http: &reqwest::Client, region: &TestRegion) -> ReplicationStatus {
-    let url = format!("{}/api/v1/replication/status", region.catalog_url);
-    let resp = http.get(&url).send().await.expect("status request");
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.expect("status body")
-}
-
 async fn post(http: &reqwest::Client, region: &TestRegion, action: &str) -> ReplicationStatus {
     let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
     let resp = http.post(&url).send().await.expect("request");
     assert_eq!(resp.status(), StatusCode::OK, "{action}");
     resp.json().await.expect("status body")
-}
-
-/// Waits until the secondary applied everything the primary has; panics (with the status)
-/// when the stream halts or after `timeout`.
-async fn wait_caught_up(
-    http: &reqwest::Client,
-    primary: &TestRegion,
-    secondary: &TestRegion,
-    timeout: Duration,
-) -> ReplicationStatus {
-    let started = Instant::now();
-    loop {
-        let head = status(http, primary).await.watermark;
-        let s = status(http, secondary).await;
-        if s.watermark >= head && s.lag_records == Some(0) {
-            return s;
-        }
-        assert!(!s.halted, "replication halted: {s:#?}");
-        assert!(
-            started.elapsed() < timeout,
-            "secondary did not catch up with head {head} in {timeout:?}: {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The region's whole change log.
-async fn change_log(http: &reqwest::Client, region: &TestRegion) -> Vec<ChangeRecord> {
-    let url = format!(
-        "{}/api/v1/replication/changes?after=0&limit=10000",
-        region.catalog_url
-    );
-    let (s, body) = get_json(http, &url).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    serde_json::from_value(body["records"].clone()).expect("change records")
-}
-
-fn ns_url(region: &TestRegion, ns: &[&str]) -> String {
-    format!("{}/namespaces/{}", region.prefix_url(), ns.join("%1F"))
-}
-
-/// `metadata-location` of a table as loadTable answers it (None: 404).
-async fn pointer(
-    http: &reqwest::Client,
-    region: &TestRegion,
-    ns: &[&str],
-    table: &str,
-) -> Option<String> {
-    let url = format!("{}/tables/{table}", ns_url(region, ns));
-    let (s, body) = get_json(http, &url).await;
-    match s {
-        StatusCode::OK => Some(body["metadata-location"].as_str().unwrap().to_string()),
-        StatusCode::NOT_FOUND => None,
-        other => panic!("loadTable {url}: {other} {body}"),
-    }
 }
 
 /// Every object the table's metadata references, and the metadata file, exist in `store`
@@ -196,21 +94,6 @@ fn view_body(name: &str, ns: &str) -> Value {
     })
 }
 
-const CATCH_UP: Duration = Duration::from_secs(60);
-
-/// How other regions reach `region` (catalog and S3).
-fn peer_of(region: &TestRegion) -> pangolin::config::RegionPeer {
-    pangolin::config::RegionPeer {
-        name: region.config.region.name.clone(),
-        catalog_url: region.catalog_url.clone(),
-        s3_endpoint: Some(region.s3_endpoint.clone()),
-        s3_region: region.s3_region.clone(),
-        access_key_id: Some(region.access_key.clone()),
-        secret_access_key: Some(region.secret_key.clone()),
-        path_style: true,
-    }
-}
-
 /// Lets the primary reach the secondary's bucket, so commits forwarded by the secondary
 /// (whose files its clients wrote there) are completed at the primary (restarts it on the
 /// same addresses).
@@ -230,12 +113,8 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
     let store_s = store_of(&secondary).await;
 
     // Namespaces: nested, with properties updated.
-    let ns = short("r");
-    let namespace = NamespaceIdent::new(ns.clone());
-    catalog
-        .create_namespace(&namespace, HashMap::from([("owner".into(), "a".into())]))
-        .await
-        .expect("create namespace");
+    let (ns, namespace) =
+        new_namespace(&catalog, "r", HashMap::from([("owner".into(), "a".into())])).await;
     let child = NamespaceIdent::from_strs([ns.as_str(), "child"]).unwrap();
     catalog
         .create_namespace(&child, HashMap::new())
@@ -250,30 +129,12 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
     assert_eq!(resp.status(), StatusCode::OK);
 
     // A table with two appends of real Parquet files.
-    let created = catalog
-        .create_table(
-            &namespace,
-            TableCreation::builder()
-                .name("t".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .expect("create table");
+    let created = create_table(&catalog, &namespace, "t").await;
     let t1 = append(&catalog, &created, &[1, 2, 3]).await;
     let t2 = append(&catalog, &t1, &[4, 5]).await;
 
     // Renamed, dropped, and a table created, filled and purged in a row.
-    let other = catalog
-        .create_table(
-            &namespace,
-            TableCreation::builder()
-                .name("before".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .expect("create second table");
+    let other = create_table(&catalog, &namespace, "before").await;
     append(&catalog, &other, &[10]).await;
     catalog
         .rename_table(
@@ -282,16 +143,7 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
         )
         .await
         .expect("rename");
-    let doomed = catalog
-        .create_table(
-            &namespace,
-            TableCreation::builder()
-                .name("doomed".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .expect("create third table");
+    let doomed = create_table(&catalog, &namespace, "doomed").await;
     append(&catalog, &doomed, &[99]).await;
     catalog
         .drop_table(&TableIdent::new(namespace.clone(), "doomed".into()))
@@ -300,16 +152,7 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
     // A purge deletes the files at once: a secondary that had not seen the table yet must
     // not need them (paused here, so it sees the whole life of the table in one batch).
     post(&http, &secondary, "pause").await;
-    let purged = catalog
-        .create_table(
-            &namespace,
-            TableCreation::builder()
-                .name("purged".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .expect("create fourth table");
+    let purged = create_table(&catalog, &namespace, "purged").await;
     append(&catalog, &purged, &[7]).await;
     catalog
         .purge_table(&TableIdent::new(namespace.clone(), "purged".into()))
@@ -331,13 +174,19 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
         resp.text().await.unwrap()
     );
 
-    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    let s = wait_caught_up(&http, &primary, &secondary).await;
     assert_eq!(s.role, "secondary");
     assert_eq!(s.state, "following");
     assert_eq!(s.primary.as_deref(), Some("us-east-1"));
     assert_eq!(s.primary_url.as_deref(), Some(primary.catalog_url.as_str()));
     assert_eq!(s.lag_seconds, Some(0.0));
     assert!(s.last_error.is_none(), "{s:#?}");
+    // The counters move right after the apply transaction that moved the watermark: wait
+    // for them rather than race them.
+    let s = wait_status(&http, &secondary, "records applied counted", |s| {
+        s.applied_records > 10
+    })
+    .await;
     assert!(s.applied_records > 10, "{s:#?}");
 
     // Same pointers.
@@ -412,12 +261,12 @@ async fn writes_at_the_primary_appear_at_the_secondary(primary: TestRegion, seco
         .await
         .expect("create namespace through the secondary");
     assert!(catalog.namespace_exists(&via).await.unwrap());
-    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    wait_caught_up(&http, &primary, &secondary).await;
     assert!(reader.namespace_exists(&via).await.unwrap());
     // ... and so does a commit written through the secondary: its files go to the
     // secondary's bucket, the primary pulls them, the replicator finds them present.
     let t3 = append(&reader, &t_here, &[6]).await;
-    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    wait_caught_up(&http, &primary, &secondary).await;
     assert_eq!(
         pointer(&http, &primary, &[&ns], "t").await.as_deref(),
         t3.metadata_location()
@@ -451,46 +300,22 @@ async fn writes_at_the_primary_appear_at_the_secondary_sqlite() {
     writes_at_the_primary_appear_at_the_secondary(primary, secondary).await;
 }
 
-/// A fresh PostgreSQL database on `PANGOLIN_TEST_PG_URL`, or None (test skipped).
-async fn fresh_pg_database() -> Option<(String, sqlx::PgPool, String)> {
-    let Ok(url) = std::env::var("PANGOLIN_TEST_PG_URL") else {
-        eprintln!("PANGOLIN_TEST_PG_URL not set: skipping the PostgreSQL case");
-        return None;
-    };
-    let db = format!("pangolin_repl_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    Some((format!("{base}/{db}"), admin, db))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_at_the_primary_appear_at_the_secondary_postgres() {
-    let Some((primary_url, admin, primary_db)) = fresh_pg_database().await else {
-        return;
-    };
-    let (secondary_url, _, secondary_db) = fresh_pg_database().await.unwrap();
-    let primary = TestRegion::start_with_database(&primary_url)
+    let (primary_db, secondary_db) = (PgDatabase::create().await, PgDatabase::create().await);
+    let primary = TestRegion::start_with_database(&primary_db.url)
         .await
         .expect("start primary on PostgreSQL");
     let secondary = TestRegion::start_secondary_of_with(
         &primary,
-        vec![("PANGOLIN_DATABASE__URL".into(), secondary_url)],
+        vec![("PANGOLIN_DATABASE__URL".into(), secondary_db.url.clone())],
     )
     .await
     .expect("start secondary on PostgreSQL");
     let primary = introduce(primary, &secondary).await;
     writes_at_the_primary_appear_at_the_secondary(primary, secondary).await;
-    for db in [primary_db, secondary_db] {
-        let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
-    }
+    primary_db.drop().await;
+    secondary_db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -510,16 +335,7 @@ async fn a_secondary_restarted_mid_stream_converges_without_applying_twice() {
     assert!(paused.paused);
     let ns = NamespaceIdent::new(short("m"));
     catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
-    let mut table = catalog
-        .create_table(
-            &ns,
-            TableCreation::builder()
-                .name("t".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .unwrap();
+    let mut table = create_table(&catalog, &ns, "t").await;
     let mut expected = Vec::new();
     for i in 0..8 {
         table = append(&catalog, &table, &[i]).await;
@@ -564,7 +380,7 @@ async fn a_secondary_restarted_mid_stream_converges_without_applying_twice() {
         "still behind after the restart: {mid} of {head}"
     );
 
-    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    let s = wait_caught_up(&http, &primary, &secondary).await;
     assert_eq!(s.watermark, head);
     // Each record exactly once: the logs are equal (seq is the log's key).
     let log_p = change_log(&http, &primary).await;
@@ -628,17 +444,8 @@ async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
 
     let ns = NamespaceIdent::new(short("x"));
     catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
-    let table = catalog
-        .create_table(
-            &ns,
-            TableCreation::builder()
-                .name("t".into())
-                .schema(table_schema())
-                .build(),
-        )
-        .await
-        .unwrap();
-    wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    let table = create_table(&catalog, &ns, "t").await;
+    wait_caught_up(&http, &primary, &secondary).await;
     let old_pointer = pointer(&http, &secondary, &[&ns.as_ref()[0]], "t").await;
     assert!(old_pointer.is_some());
 
@@ -657,15 +464,7 @@ async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
         .unwrap();
     post(&http, &secondary, "resume").await;
 
-    let started = Instant::now();
-    let halted = loop {
-        let s = status(&http, &secondary).await;
-        if s.halted {
-            break s;
-        }
-        assert!(started.elapsed() < CATCH_UP, "never halted: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let halted = wait_status(&http, &secondary, "never halted", |s| s.halted).await;
     assert_eq!(halted.state, "halted");
     assert_eq!(
         halted.watermark,
@@ -694,7 +493,7 @@ async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
     store_p.put(&lost, bytes).await.unwrap();
     let resumed = post(&http, &secondary, "resume").await;
     assert!(!resumed.halted);
-    let s = wait_caught_up(&http, &primary, &secondary, CATCH_UP).await;
+    let s = wait_caught_up(&http, &primary, &secondary).await;
     assert!(s.last_error.is_none(), "{s:#?}");
     assert_eq!(
         pointer(&http, &secondary, &[&ns.as_ref()[0]], "t")
@@ -727,7 +526,7 @@ async fn a_region_whose_log_does_not_continue_the_primarys_refuses_to_follow() {
             .await
             .unwrap();
     }
-    wait_caught_up(&http, &first, &secondary, CATCH_UP).await;
+    wait_caught_up(&http, &first, &secondary).await;
 
     // Another primary with a shorter, different log: following it would silently diverge.
     let other = TestRegion::start().await.expect("start other primary");
@@ -743,15 +542,7 @@ async fn a_region_whose_log_does_not_continue_the_primarys_refuses_to_follow() {
         .restart()
         .await
         .expect("restart against the other primary");
-    let started = Instant::now();
-    let s = loop {
-        let s = status(&http, &secondary).await;
-        if s.halted {
-            break s;
-        }
-        assert!(started.elapsed() < CATCH_UP, "never halted: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let s = wait_status(&http, &secondary, "never halted", |s| s.halted).await;
     let message = s.last_error.expect("reported").message;
     assert!(message.contains("never received"), "{message}");
     assert_eq!(s.watermark, 3);
@@ -878,6 +669,7 @@ mod store_apply {
     use std::collections::HashMap;
     use std::sync::Arc;
 
+    use super::PgDatabase;
     use pangolin::replication::bootstrap_entities;
     use pangolin::store::{
         ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, PointerSwap, SqlStore, StoreError,
@@ -914,11 +706,10 @@ mod store_apply {
         pair(primary, replica, Box::new(dir)).await
     }
 
-    async fn postgres_pair() -> Option<Pair> {
-        let (p, admin, pdb) = super::fresh_pg_database().await?;
-        let (r, _, rdb) = super::fresh_pg_database().await?;
-        let primary: Store = Arc::new(SqlStore::connect(&p).await.unwrap());
-        let replica: Store = Arc::new(SqlStore::connect(&r).await.unwrap());
+    async fn postgres_pair() -> Pair {
+        let (p, r) = (PgDatabase::create().await, PgDatabase::create().await);
+        let primary: Store = Arc::new(SqlStore::connect(&p.url).await.unwrap());
+        let replica: Store = Arc::new(SqlStore::connect(&r.url).await.unwrap());
         struct Drop2(sqlx::PgPool, Vec<String>);
         impl Drop for Drop2 {
             fn drop(&mut self) {
@@ -933,7 +724,8 @@ mod store_apply {
                 });
             }
         }
-        Some(pair(primary, replica, Box::new(Drop2(admin, vec![pdb, rdb]))).await)
+        let guard = Drop2(p.admin.clone(), vec![p.name, r.name]);
+        pair(primary, replica, Box::new(guard)).await
     }
 
     async fn pair(primary: Store, replica: Store, guard: Box<dyn std::any::Any + Send>) -> Pair {
@@ -1214,18 +1006,13 @@ mod store_apply {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn applies_the_primarys_log_with_its_ids_postgres() {
-        let Some(pair) = postgres_pair().await else {
-            return;
-        };
-        applies_the_primarys_log_with_its_ids(pair).await;
+        applies_the_primarys_log_with_its_ids(postgres_pair().await).await;
     }
 
     /// PostgreSQL hands out seqs in commit order without gaps, also under concurrency.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_change_log_is_gap_free_under_concurrency() {
-        let Some(p) = postgres_pair().await else {
-            return;
-        };
+        let p = postgres_pair().await;
         let mut tasks = Vec::new();
         for i in 0..40 {
             let store = p.primary.clone();

@@ -17,6 +17,7 @@ use crate::error::CatalogError;
 use crate::routing::{self, WriteAuthority};
 
 pub mod control;
+pub mod drills;
 pub mod iceberg;
 pub mod idempotency;
 pub mod management;
@@ -45,6 +46,10 @@ pub struct AppState {
     pub metrics_reports_retention: u64,
     /// The region's replication (status, pause, resume); None answers 406.
     pub replication: Option<Arc<crate::replication::Replication>>,
+    /// The secondaries as seen from here and the per-catalog replication mode (sync waits).
+    pub sync: Arc<crate::replication::SyncReplication>,
+    /// Counters exposed by `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -55,6 +60,7 @@ impl AppState {
         max_body_bytes: usize,
     ) -> AppState {
         let json = serde_json::to_vec(&storage_properties).unwrap_or_else(|_| b"{}".to_vec());
+        let region_name = region.clone();
         AppState {
             authority: catalog.authority().clone(),
             catalog,
@@ -68,6 +74,8 @@ impl AppState {
             idempotency: idempotency::Idempotency::default(),
             metrics_reports_retention: 10_000,
             replication: None,
+            sync: Arc::new(crate::replication::SyncReplication::standalone(region_name)),
+            metrics: Arc::default(),
         }
     }
 
@@ -108,7 +116,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(views::router())
         .merge(management::router())
         .merge(control::router())
+        .merge(drills::router())
         .merge(crate::replication::api::router())
+        .merge(crate::replication::anti_entropy_api::router())
+        .merge(crate::faults::router())
+        .route("/metrics", get(crate::metrics::handler))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .fallback(unknown_route)
@@ -123,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             routing::route_writes,
         ))
+        .layer(axum::middleware::from_fn(crate::faults::cut_answers))
         .with_state(state)
 }
 

@@ -67,7 +67,45 @@ pub fn metadata_json(metadata: &TableMetadata) -> Result<Vec<u8>> {
             )
         });
     }
+    float_defaults_as_sent(&mut value);
     serde_json::to_vec(&value).map_err(err)
+}
+
+/// The `iceberg` crate holds a `float` column's `initial-default` and `write-default` as f32
+/// and writes them widened to f64, so a client that sent 22.27 would read back
+/// 22.270000457763672. Like the reference implementation, write the shortest decimal that
+/// reads back as the same f32. Applies to the `schemas` (and v1 `schema`) of serialized table
+/// or view metadata.
+pub fn float_defaults_as_sent(metadata: &mut serde_json::Value) {
+    for key in ["schemas", "schema"] {
+        if let Some(v) = metadata.get_mut(key) {
+            shorten_float_defaults(v);
+        }
+    }
+}
+
+fn shorten_float_defaults(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(object) => {
+            if object.get("type").and_then(Value::as_str) == Some("float") {
+                for key in ["initial-default", "write-default"] {
+                    if let Some(Value::Number(n)) = object.get_mut(key) {
+                        let shortest = n
+                            .as_f64()
+                            .and_then(|f| (f as f32).to_string().parse::<f64>().ok())
+                            .and_then(serde_json::Number::from_f64);
+                        if let Some(shortest) = shortest {
+                            *n = shortest;
+                        }
+                    }
+                }
+            }
+            object.values_mut().for_each(shorten_float_defaults);
+        }
+        Value::Array(items) => items.iter_mut().for_each(shorten_float_defaults),
+        _ => {}
+    }
 }
 
 /// Bounded cache of [`CachedMetadata`].

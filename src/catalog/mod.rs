@@ -25,6 +25,7 @@ mod fresh_ids;
 mod metadata_cache;
 pub mod model;
 mod requirements;
+mod spec_compat;
 pub mod views;
 
 pub use metadata_cache::{CachedMetadata, MetadataCache};
@@ -500,20 +501,24 @@ impl CatalogService {
         properties
             .entry("write.parquet.compression-codec".into())
             .or_insert_with(|| "zstd".into());
+        let partition_spec = req
+            .partition_spec
+            .map(|spec| spec_compat::shield_spec(&spec, &req.schema))
+            .transpose()?;
         let creation = TableCreation::builder()
             .name(req.name.clone())
             .location(location.clone())
             .schema(req.schema)
-            .partition_spec_opt(req.partition_spec)
+            .partition_spec_opt(partition_spec)
             .sort_order_opt(req.write_order)
             .properties(properties)
             .format_version(format_version.unwrap_or(iceberg::spec::FormatVersion::V2))
             .build();
-        let metadata = fresh_ids::renumber_like_reference(
+        let metadata = fresh_ids::renumber_like_reference(spec_compat::unshield(
             TableMetadataBuilder::from_table_creation(creation)?
                 .build()?
                 .metadata,
-        )?;
+        )?)?;
         if req.stage_create {
             return Ok(CreatedTable::Staged(Arc::new(CachedMetadata::new(
                 metadata, None,
@@ -706,7 +711,14 @@ impl CatalogService {
         };
         let dropped = match self
             .store
-            .drop_table(&self.ctx(), &cat.catalog.id, ns, name, EntityKind::Table)
+            .drop_table_purging(
+                &self.ctx(),
+                &cat.catalog.id,
+                ns,
+                name,
+                EntityKind::Table,
+                purge,
+            )
             .await
         {
             Ok(r) => r,
@@ -742,14 +754,17 @@ impl CatalogService {
         for r in requirements {
             requirements::check(r, Some(&base.metadata))?;
         }
+        // Specs that Java takes from requests and the builder would refuse go through it
+        // shielded (see `spec_compat`).
         let mut builder = TableMetadataBuilder::new_from_metadata(
-            (*base.metadata).clone(),
+            spec_compat::shield_metadata((*base.metadata).clone())?,
             Some(record.metadata_location.clone()),
         );
-        for u in updates.iter().cloned() {
+        for u in spec_compat::shield_updates(&base.metadata, updates)? {
             builder = u.apply(builder)?;
         }
-        let built = builder.build()?;
+        let mut built = builder.build()?;
+        built.metadata = spec_compat::unshield(built.metadata)?;
         if built.changes.is_empty() && updates.is_empty() {
             return Ok(Prepared::Unchanged(LoadedTable {
                 record,
@@ -1076,9 +1091,14 @@ fn metadata_from_create_updates(
     let location = location
         .filter(|l| !l.is_empty())
         .unwrap_or_else(default_location);
+    let spec = match spec {
+        Some(spec) => spec_compat::shield_spec(&spec, &schema)?,
+        None => UnboundPartitionSpec::builder().build(),
+    };
+    let rest = spec_compat::shield_updates_on(&schema, rest)?;
     let mut builder = TableMetadataBuilder::new(
         schema,
-        spec.unwrap_or(UnboundPartitionSpec::builder().build()),
+        spec,
         order.unwrap_or(SortOrder::unsorted_order()),
         location.trim_end_matches('/').to_string(),
         format_version.unwrap_or(iceberg::spec::FormatVersion::V2),
@@ -1090,7 +1110,7 @@ fn metadata_from_create_updates(
     for u in rest {
         builder = u.apply(builder)?;
     }
-    Ok(builder.build()?.metadata)
+    spec_compat::unshield(builder.build()?.metadata)
 }
 
 #[cfg(test)]

@@ -196,10 +196,12 @@ impl CatalogService {
 
     /// Serializes view metadata and writes it; answers the JSON written.
     async fn write_view_metadata(&self, location: &str, metadata: &ViewMetadata) -> Result<Bytes> {
-        let json =
-            Bytes::from(serde_json::to_vec(metadata).map_err(|e| {
-                CatalogError::Internal(format!("cannot serialize view metadata: {e}"))
-            })?);
+        let err = |e: serde_json::Error| {
+            CatalogError::Internal(format!("cannot serialize view metadata: {e}"))
+        };
+        let mut value = serde_json::to_value(metadata).map_err(err)?;
+        super::metadata_cache::float_defaults_as_sent(&mut value);
+        let json = Bytes::from(serde_json::to_vec(&value).map_err(err)?);
         self.objects
             .put(location, json.clone())
             .await

@@ -52,6 +52,9 @@ pub struct WriteLeaseConfig {
     pub margin: Option<Duration>,
     /// Renewal period; default `lease_ms / 3`.
     pub renew_every: Option<Duration>,
+    /// Test only (`faults.disable_fencing`): a granted lease never expires on this node, so
+    /// a partitioned old primary keeps committing. The deliberately broken build for drills.
+    pub ignore_expiry: bool,
 }
 
 impl WriteLeaseConfig {
@@ -62,7 +65,14 @@ impl WriteLeaseConfig {
             lease_ms,
             margin: None,
             renew_every: None,
+            ignore_expiry: false,
         }
+    }
+
+    /// Sets [`WriteLeaseConfig::ignore_expiry`].
+    pub fn ignoring_expiry(mut self, ignore: bool) -> Self {
+        self.ignore_expiry = ignore;
+        self
     }
 }
 
@@ -75,6 +85,7 @@ struct Held {
 #[derive(Debug)]
 pub struct WriteLease {
     held: Arc<Mutex<Held>>,
+    ignore_expiry: bool,
     known: watch::Receiver<KnownControl>,
     grants: broadcast::Sender<LeaseGrant>,
     stop: CancellationToken,
@@ -96,6 +107,13 @@ impl WriteLease {
         });
         let (grants, _) = broadcast::channel(1024);
         let stop = shutdown.child_token();
+        let ignore_expiry = config.ignore_expiry;
+        if ignore_expiry {
+            tracing::error!(
+                region = %config.region,
+                "write-lease expiry is IGNORED (faults.disable_fencing): split brain possible"
+            );
+        }
         let task = tokio::spawn(renew_loop(
             client,
             config,
@@ -106,6 +124,7 @@ impl WriteLease {
         ));
         WriteLease {
             held,
+            ignore_expiry,
             known,
             grants,
             stop,
@@ -117,7 +136,7 @@ impl WriteLease {
     /// with this epoch.
     pub fn current(&self) -> Option<(u64, Instant)> {
         self.held_lease()
-            .filter(|(_, until)| *until > Instant::now())
+            .filter(|(_, until)| self.ignore_expiry || *until > Instant::now())
     }
 
     /// The last granted lease, even if expired: `(epoch, valid_until)`.
@@ -228,5 +247,36 @@ async fn renew_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease that expired a second ago, on a node whose voters never answer.
+    async fn expired_lease(ignore_expiry: bool) -> WriteLease {
+        let client = ControlClient::new(vec!["127.0.0.1:1".into()]).unwrap();
+        let config =
+            WriteLeaseConfig::new("us-east-1", "node", 4000).ignoring_expiry(ignore_expiry);
+        let lease = WriteLease::spawn(client, config, &CancellationToken::new());
+        let past = Instant::now() - Duration::from_secs(1);
+        set_lease(&lease.held, Some((3, past)));
+        lease
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_not_current() {
+        let lease = expired_lease(false).await;
+        assert_eq!(lease.current(), None);
+        assert_eq!(lease.held_lease().map(|(e, _)| e), Some(3));
+        lease.stop().await;
+    }
+
+    #[tokio::test]
+    async fn with_fencing_disabled_an_expired_lease_stays_current() {
+        let lease = expired_lease(true).await;
+        assert_eq!(lease.current().map(|(e, _)| e), Some(3));
+        lease.stop().await;
     }
 }

@@ -319,7 +319,9 @@ impl ControlPlane {
         }
 
         let stop = shutdown.child_token();
-        let router = network::raft_router(raft.clone()).merge(api::control_router(voter.clone()));
+        let router = network::raft_router(raft.clone())
+            .merge(api::control_router(voter.clone()))
+            .merge(crate::faults::router());
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             let serve =

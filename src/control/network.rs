@@ -3,14 +3,16 @@
 //! voter's listen address and sent with reqwest under per-RPC timeouts.
 //!
 //! Every outgoing link, Raft RPC and forwarded control request alike, passes the
-//! [`LinkFaults`] hook first: tests (and later a dev-only admin endpoint) drop, delay or
-//! partition links between voters (and catalog-node clients) in-process.
+//! [`LinkFaults`] hook first: tests drop, delay or partition links between voters (and
+//! catalog-node clients) in-process, and a hook bridged to the voters' regions
+//! ([`LinkFaults::for_regions`]) also applies the process's region link faults
+//! ([`crate::faults`], driven by `/api/v1/dev/faults`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -58,6 +60,15 @@ struct Faults {
 pub struct LinkFaults {
     active: AtomicBool,
     faults: RwLock<Faults>,
+    /// Region of each voter and of this process: links to another region also pass the
+    /// process's [`crate::faults`] registry.
+    regions: OnceLock<VoterRegions>,
+}
+
+#[derive(Debug)]
+struct VoterRegions {
+    own: String,
+    of_voter: HashMap<NodeId, String>,
 }
 
 /// A link refused a message ([`LinkMode::Drop`] or a partition).
@@ -72,6 +83,20 @@ impl LinkFaults {
     /// A hook with no fault set.
     pub fn new() -> Arc<LinkFaults> {
         Arc::new(LinkFaults::default())
+    }
+
+    /// A hook of a process in region `own` that also applies the process's region link
+    /// faults ([`crate::faults::gate`]) to links towards voters of other regions.
+    pub fn for_regions(
+        own: &str,
+        voters: impl IntoIterator<Item = (NodeId, String)>,
+    ) -> Arc<LinkFaults> {
+        let hook = LinkFaults::default();
+        let _ = hook.regions.set(VoterRegions {
+            own: own.to_string(),
+            of_voter: voters.into_iter().collect(),
+        });
+        Arc::new(hook)
     }
 
     fn update(&self, f: impl FnOnce(&mut Faults)) {
@@ -133,13 +158,18 @@ impl LinkFaults {
     /// waits for a delayed one.
     pub async fn pass(&self, from: NodeId, to: NodeId) -> Result<(), LinkDown> {
         match self.check(from, to) {
-            LinkMode::None => Ok(()),
-            LinkMode::Drop => Err(LinkDown { from, to }),
-            LinkMode::Delay { ms } => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(())
+            LinkMode::None => {}
+            LinkMode::Drop => return Err(LinkDown { from, to }),
+            LinkMode::Delay { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+        if let Some(regions) = self.regions.get() {
+            if let Some(peer) = regions.of_voter.get(&to).filter(|r| **r != regions.own) {
+                crate::faults::gate(peer)
+                    .await
+                    .map_err(|_| LinkDown { from, to })?;
             }
         }
+        Ok(())
     }
 }
 

@@ -3,8 +3,12 @@
 //!
 //! - `GET changes?after=<seq>&limit=<n>&wait_ms=<ms>`: this region's change log after `after`
 //!   (`limit` 1..=10000, default 500), as a [`ChangesPage`]. A long poll: it answers as soon
-//!   as records exist, else after `wait_ms` (at most 60000, default 0) with none.
-//! - `GET status`: [`super::ReplicationStatus`] of this region.
+//!   as records exist, else after `wait_ms` (at most 60000, default 0) with none. A
+//!   secondary's replicator adds `region=<its region>&applied=<its watermark>`: the primary
+//!   learns how far each secondary applied (sync mode, lag metrics).
+//! - `GET status`: [`super::ReplicationStatus`] of this region, plus the replication mode
+//!   of its catalogs and, on the primary, its secondaries (applied watermark, health,
+//!   degraded).
 //! - `POST pause`, `POST resume`: stop / restart this region's replicator (pause persists
 //!   across restarts; resume also retries a halted stream). Both answer the new status.
 
@@ -15,10 +19,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use super::replicator::{ChangesPage, Replication, ReplicationStatus};
+use super::sync::SecondaryStatus;
 use crate::api::AppState;
+use crate::config::{CatalogReplicationMode, ReplicationMode};
 use crate::error::CatalogError;
 
 /// Records answered when the request names no `limit`.
@@ -44,6 +52,9 @@ struct ChangesQuery {
     after: i64,
     limit: Option<u32>,
     wait_ms: Option<u64>,
+    /// The pulling secondary's region and watermark.
+    region: Option<String>,
+    applied: Option<i64>,
 }
 
 async fn changes(
@@ -61,6 +72,12 @@ async fn changes(
         )));
     }
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let _poll = match (&q.region, q.applied) {
+        (Some(region), Some(applied)) if *region != state.region && applied >= 0 => {
+            Some(state.sync.poll_started(region, applied))
+        }
+        _ => None,
+    };
     let store = state.catalog.store();
     let shutdown = state
         .replication
@@ -94,24 +111,66 @@ fn replication(state: &AppState) -> Result<&Arc<Replication>, CatalogError> {
     })
 }
 
-async fn status(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<ReplicationStatus>, CatalogError> {
-    Ok(Json(replication(&state)?.status().await?))
+/// The status answered by the API: the replicator's, the catalogs' modes and (on the
+/// primary) the secondaries.
+#[derive(Debug, Serialize)]
+pub struct StatusResponse {
+    #[serde(flatten)]
+    pub status: ReplicationStatus,
+    /// The default replication mode (`async` or `sync`).
+    pub mode: ReplicationMode,
+    /// Per catalog (this region's catalogs and those configured): mode, policy, timeout.
+    pub catalogs: BTreeMap<String, CatalogReplicationMode>,
+    /// Sync commits are being acknowledged without some secondary (policy `degrade`).
+    pub degraded: bool,
+    /// Since when, and why (the earliest degraded secondary).
+    pub degraded_since_ms: Option<i64>,
+    pub degraded_reason: Option<String>,
+    /// The regions pulling this region's log (as this node saw them).
+    pub secondaries: Vec<SecondaryStatus>,
 }
 
-async fn pause(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<ReplicationStatus>, CatalogError> {
-    let r = replication(&state)?;
-    r.pause().await?;
-    Ok(Json(r.status().await?))
+async fn full_status(state: &AppState) -> Result<StatusResponse, CatalogError> {
+    let status = replication(state)?.status().await?;
+    let store = state.catalog.store();
+    let mut catalogs = BTreeMap::new();
+    for name in state.sync.settings().catalogs.keys() {
+        catalogs.insert(name.clone(), state.sync.mode_of(name));
+    }
+    let default = state.catalog.default_catalog();
+    if !default.is_empty() {
+        if let Ok(resolved) = state.catalog.resolve(default).await {
+            for c in store.list_catalogs(&resolved.catalog.tenant_id).await? {
+                catalogs.insert(c.name.clone(), state.sync.mode_of(&c.name));
+            }
+        }
+    }
+    let secondaries = state.sync.secondaries(status.watermark);
+    let first = secondaries
+        .iter()
+        .filter_map(|s| s.degradation.as_ref())
+        .min_by_key(|d| d.since_ms);
+    Ok(StatusResponse {
+        mode: state.sync.default_mode(),
+        catalogs,
+        degraded: first.is_some(),
+        degraded_since_ms: first.map(|d| d.since_ms),
+        degraded_reason: first.map(|d| d.reason.clone()),
+        secondaries,
+        status,
+    })
 }
 
-async fn resume(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<ReplicationStatus>, CatalogError> {
-    let r = replication(&state)?;
-    r.resume().await?;
-    Ok(Json(r.status().await?))
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusResponse>, CatalogError> {
+    Ok(Json(full_status(&state).await?))
+}
+
+async fn pause(State(state): State<Arc<AppState>>) -> Result<Json<StatusResponse>, CatalogError> {
+    replication(&state)?.pause().await?;
+    Ok(Json(full_status(&state).await?))
+}
+
+async fn resume(State(state): State<Arc<AppState>>) -> Result<Json<StatusResponse>, CatalogError> {
+    replication(&state)?.resume().await?;
+    Ok(Json(full_status(&state).await?))
 }

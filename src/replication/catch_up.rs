@@ -46,6 +46,9 @@ impl HttpCatchUp {
             .get(region)
             .ok_or_else(|| format!("region {region} is not among [[regions]]"))?;
         let url = format!("{}/api/v1/replication/status", base.trim_end_matches('/'));
+        crate::faults::gate(region)
+            .await
+            .map_err(|e| format!("{url} unreachable: {e}"))?;
         let resp = self
             .http
             .get(&url)

@@ -406,7 +406,7 @@ impl ObjectCopier {
 
 /// Whether two HEADs describe the same object: same size, and same ETag when both are known
 /// and neither is a multipart ETag (those depend on how the object was uploaded).
-fn same_object(source: &ObjectInfo, dest: &ObjectInfo) -> bool {
+pub(crate) fn same_object(source: &ObjectInfo, dest: &ObjectInfo) -> bool {
     if source.size != dest.size {
         return false;
     }

@@ -3,16 +3,18 @@
 //!
 //! Each round reads the region's watermark, long-polls the primary's
 //! `GET /api/v1/replication/changes?after=<watermark>` and applies what comes back in order,
-//! one unit at a time. A unit is one record, or the records of one multi-table commit, or —
+//! in whole units. A unit is one record, or the records of one multi-table commit, or —
 //! when a table created or committed in the batch is dropped later in the same batch — every
 //! record up to that drop (so the table's intermediate pointers are never exposed here and
 //! its files, possibly purged at the primary meanwhile, need not be copied). For each record
 //! that creates or moves a table pointer, every object the new metadata adds over the
-//! region's current metadata of that table (all of them for a table new here) and the
-//! metadata file itself are made present in the local bucket, copied from the primary's;
-//! only then does [`MetadataStore::apply_replicated`] apply the unit and advance the
-//! watermark in one transaction. A crash at any point resumes from the watermark; re-applying
-//! is a no-op.
+//! table's previous version (the previous change of it in the batch, else the region's
+//! current metadata; all of them for a table new here) and the metadata file itself are made
+//! present in the local bucket, copied from the primary's — for all the records of a chunk
+//! of units at once (`super::pipeline`); only then does
+//! [`MetadataStore::apply_replicated`] apply the chunk's units (those before the first
+//! record that could not be prepared) and advance the watermark in one transaction. A crash
+//! at any point resumes from the watermark; re-applying is a no-op.
 //!
 //! Failures: transient ones (primary unreachable, object storage or database errors) are
 //! retried with backoff without limit; a record failing with a permanent error (an object
@@ -23,12 +25,17 @@
 //! Before following a primary (at start and whenever the primary changes) the replicator
 //! checks that its own last record is the primary's record of that seq (same epoch, op and
 //! payload), and that the primary's log reaches it: otherwise this region holds commits the
-//! primary never received (an old primary after an unplanned failover) and it stops instead
-//! of silently diverging.
+//! primary never received. An old primary after an unplanned failover quarantines them and
+//! converges ([`super::failback`]); any other divergence stops the stream instead of
+//! silently diverging.
+//!
+//! A drop whose record says the primary purged the table's files (`"purge": true`) also
+//! deletes this region's copies, once applied. Records of a catalog rebuilt by a resync up
+//! to its floor are logged without copying or applying anything ([`super::resync`]).
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,13 +45,12 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::copier::{objects_to_replicate, CopyError, CopyReport, ObjectCopier};
+use super::copier::{CopyReport, ObjectCopier};
+use super::pipeline::{PagePreparer, TableChange};
 use crate::config::ReplicationSection;
 use crate::control::KnownControl;
-use crate::storage::{ObjectStore, StorageError};
-use crate::store::{
-    ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, StoreError, TableRecord,
-};
+use crate::storage::ObjectStore;
+use crate::store::{ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, StoreError};
 
 /// One page of a region's change log, as `GET /api/v1/replication/changes` answers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +63,21 @@ pub struct ChangesPage {
     pub epoch: i64,
     /// Records with `seq > after`, in order.
     pub records: Vec<ChangeRecord>,
+}
+
+/// Records of a pulled page prepared and applied together, per unit of `copy_parallelism`.
+const PAGE_CHUNK_PER_PARALLELISM: usize = 4;
+
+/// Where [`Replication::crash_at`] stops the replicator, as a crash of the process would
+/// (tests of crash recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the objects of the next page's table changes are present, before any of
+    /// them is applied.
+    MidCopy,
+    /// Inside the next unit's apply transaction, before it commits (the transaction is
+    /// dropped after it started).
+    MidApply,
 }
 
 /// Another catalog region, as the replicator reaches it.
@@ -97,7 +118,8 @@ pub struct ReplicationStatus {
     /// primary is not known yet).
     pub role: String,
     /// What the replicator is doing: `following`, `retrying`, `paused`, `halted`,
-    /// `waiting-for-primary`, `primary`, `standalone`, `disabled` or `starting`.
+    /// `waiting-for-primary`, `primary`, `standalone`, `disabled`, `starting`, `failback`
+    /// (quarantining an old primary's diverged commits) or `crashed` (test hook).
     pub state: String,
     /// The primary region this region follows (or is).
     pub primary: Option<String>,
@@ -167,14 +189,6 @@ impl RoundError {
         }
     }
 
-    fn copy(seq: i64, e: CopyError) -> RoundError {
-        RoundError {
-            seq: Some(seq),
-            permanent: !e.is_transient(),
-            message: e.to_string(),
-        }
-    }
-
     fn store(seq: Option<i64>, e: StoreError) -> RoundError {
         RoundError {
             seq,
@@ -206,6 +220,17 @@ pub struct Replication {
     /// The metadata last replicated per table id (location, parsed): the base of the
     /// table's next change, without reading it back.
     recent: moka::sync::Cache<String, (String, Arc<TableMetadata>)>,
+    /// Held while rows are applied or replaced (resync, failback), so those never interleave
+    /// on this node.
+    apply_gate: tokio::sync::Mutex<()>,
+    /// Test hook: where the replicator stops as if the process were killed.
+    crash_at: Mutex<Option<CrashPoint>>,
+    crashed: AtomicBool,
+    /// This region's watermark as the replicator last read or advanced it: sent to the
+    /// primary with every pull (sync mode), awaited by read-your-writes.
+    applied: watch::Sender<i64>,
+    /// Failed attempts (pulls and records) since the node started, for metrics.
+    errors: AtomicU64,
 }
 
 impl Replication {
@@ -247,11 +272,105 @@ impl Replication {
             wake: Notify::new(),
             shutdown,
             recent: moka::sync::Cache::new(1024),
+            apply_gate: tokio::sync::Mutex::new(()),
+            crash_at: Mutex::new(None),
+            crashed: AtomicBool::new(false),
+            applied: watch::Sender::new(0),
+            errors: AtomicU64::new(0),
         }
     }
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    // ---- for verify, resync and failback (crate::replication::{verify,resync,failback}) ----
+
+    /// The primary as currently known, and how to reach it (None: not among the peers).
+    pub(crate) fn primary_peer(&self) -> Option<(String, Option<PeerRegion>)> {
+        let primary = self.known_primary()?;
+        let peer = self.peers.get(&primary).cloned();
+        Some((primary, peer))
+    }
+
+    /// Test hook: the replicator task stops at `point` of the next unit it applies, as if
+    /// the process were killed there (status `state`: `crashed`); a restart of the node
+    /// recovers. Not for production use.
+    pub fn crash_at(&self, point: CrashPoint) {
+        *self.crash_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(point);
+    }
+
+    fn crash_now(&self, point: CrashPoint) -> bool {
+        let mut at = self.crash_at.lock().unwrap_or_else(|p| p.into_inner());
+        if *at == Some(point) {
+            *at = None;
+            self.crashed.store(true, Ordering::Release);
+            tracing::warn!(region = %self.region, ?point, "replicator stopped at a crash point (test hook)");
+            return true;
+        }
+        false
+    }
+
+    /// Whether this node's replicator is applying the primary's log (running, not paused,
+    /// not halted, not stopped).
+    pub(crate) fn is_following(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+            && !self.paused.load(Ordering::Acquire)
+            && !self.crashed.load(Ordering::Acquire)
+            && !self.progress().halted
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    pub(crate) fn local_objects(&self) -> &ObjectStore {
+        &self.local
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn copier(&self) -> &ObjectCopier {
+        &self.copier
+    }
+
+    pub(crate) fn parallelism(&self) -> usize {
+        self.settings.copy_parallelism.max(1)
+    }
+
+    pub(crate) async fn lock_apply(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.apply_gate.lock().await
+    }
+
+    /// After a resync: a halted stream is retried (its record may be reflected now) and the
+    /// primary's log is checked again before following.
+    pub(crate) fn after_resync(&self) {
+        {
+            let mut p = self.progress();
+            p.halted = false;
+            if let Some(e) = &mut p.last_error {
+                e.attempts = 0;
+            }
+            p.verified_primary = None;
+        }
+        self.wake.notify_one();
+    }
+
+    /// This region's watermark as this node's replicator last saw it, updated as it applies.
+    pub fn subscribe_applied(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
+    /// Failed replication attempts (pulls and records) since the node started.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn note_applied(&self, seq: i64) {
+        self.applied
+            .send_if_modified(|v| std::mem::replace(v, seq) != seq);
     }
 
     /// Cancelled when the node stops (long polls end early).
@@ -435,7 +554,10 @@ impl Replication {
 
     async fn run(self: Arc<Self>) {
         match self.store.replication_watermark().await {
-            Ok(wm) => self.paused.store(wm.paused, Ordering::Release),
+            Ok(wm) => {
+                self.paused.store(wm.paused, Ordering::Release);
+                self.note_applied(wm.seq);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot read the replication state"),
         }
         let mut failures = 0u32;
@@ -497,6 +619,10 @@ impl Replication {
                 _ = self.primary_moved(Some(&primary)) => continue,
                 r = self.round(&primary, &peer) => r,
             };
+            if self.crashed.load(Ordering::Acquire) {
+                self.set_state("crashed");
+                return;
+            }
             match outcome {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -520,7 +646,7 @@ impl Replication {
         let Some(peer) = self.peers.get(&primary) else {
             return;
         };
-        if let Ok(page) = self.fetch(peer, watermark, 1, 0).await {
+        if let Ok(page) = self.fetch(peer, watermark, 1, 0, false).await {
             let mut p = self.progress();
             p.primary_head = Some(page.head);
             p.pulled = page.records.iter().map(|r| (r.seq, r.created_ms)).collect();
@@ -529,6 +655,7 @@ impl Replication {
 
     fn record_failure(&self, e: RoundError) {
         let max = self.settings.max_record_attempts;
+        self.errors.fetch_add(1, Ordering::Relaxed);
         let mut p = self.progress();
         let attempts = match &p.last_error {
             Some(last) if last.seq == e.seq => last.attempts.saturating_add(1),
@@ -564,14 +691,19 @@ impl Replication {
             .replication_watermark()
             .await
             .map_err(|e| RoundError::store(None, e))?;
+        self.note_applied(wm.seq);
         if wm.paused {
             self.paused.store(true, Ordering::Release);
             return Ok(());
         }
         let verified = self.progress().verified_primary.as_deref() == Some(primary);
         if !verified {
-            self.check_continuity(primary, peer, wm.seq).await?;
+            let rewritten = self.check_continuity(primary, peer, wm.seq).await?;
             self.progress().verified_primary = Some(primary.to_string());
+            if rewritten {
+                // The watermark went back to the fork: start over from it.
+                return Ok(());
+            }
         }
         self.set_state("following");
         let mut page = self
@@ -580,6 +712,7 @@ impl Replication {
                 wm.seq,
                 self.settings.batch_size,
                 self.settings.poll_wait_ms,
+                true,
             )
             .await?;
         {
@@ -603,8 +736,20 @@ impl Replication {
             .await?;
         let started = Instant::now();
         let mut applied = 0usize;
-        for unit in plan_units(&page.records) {
-            applied += self.apply_unit(peer, &page.records[unit]).await?;
+        let units = plan_units(&page.records);
+        // A backlog is prepared and applied in chunks of whole units, so that it lands in
+        // steps (and a crash loses less work) rather than all at the end of the page.
+        let chunk_records = PAGE_CHUNK_PER_PARALLELISM * self.parallelism();
+        let mut from = 0;
+        while from < units.len() {
+            let mut to = from + 1;
+            while to < units.len() && units[to].end - units[from].start <= chunk_records {
+                to += 1;
+            }
+            applied += self
+                .apply_units(peer, &page.records, &units[from..to])
+                .await?;
+            from = to;
         }
         if applied > 0 {
             let last = page.records.last().map_or(0, |r| r.seq);
@@ -623,14 +768,27 @@ impl Replication {
         after: i64,
         limit: u32,
         wait_ms: u64,
+        report_applied: bool,
     ) -> Result<ChangesPage, RoundError> {
         let url = format!(
             "{}/api/v1/replication/changes?after={after}&limit={limit}&wait_ms={wait_ms}",
             peer.catalog_url.trim_end_matches('/')
         );
-        let resp = self
-            .http
-            .get(&url)
+        crate::faults::gate_url(&url).await.map_err(|e| {
+            RoundError::transient(None, format!("cannot pull changes from {url}: {e}"))
+        })?;
+        let mut req = self.http.get(&url);
+        // `region` and `applied` tell the primary how far this region has applied (sync mode).
+        // Only the main pull reports, which runs once this region's log is known to continue
+        // the primary's: a former primary checking continuity (failback) holds records the
+        // primary never had, and its watermark must not count as applied there.
+        if report_applied {
+            let applied = *self.applied.borrow();
+            req = req
+                .query(&[("region", self.region.as_str())])
+                .query(&[("applied", applied)]);
+        }
+        let resp = req
             .timeout(Duration::from_millis(wait_ms) + Duration::from_secs(30))
             .send()
             .await
@@ -650,15 +808,18 @@ impl Replication {
             .map_err(|e| RoundError::transient(None, format!("bad change page from {url}: {e}")))
     }
 
-    /// Refuses to follow `primary` when this region's log does not continue into its log.
+    /// Checks that this region's log continues into `primary`'s. When it does not and this
+    /// region is an old primary holding commits the new primary never received, runs the
+    /// failback (quarantine, converge: see `super::failback`) and returns true (the log was
+    /// rewritten); any other divergence stops the stream.
     async fn check_continuity(
         &self,
         primary: &str,
         peer: &PeerRegion,
         watermark: i64,
-    ) -> Result<(), RoundError> {
+    ) -> Result<bool, RoundError> {
         if watermark == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let local = self
             .store
@@ -666,44 +827,47 @@ impl Replication {
             .await
             .map_err(|e| RoundError::store(None, e))?;
         let Some(mine) = local.into_iter().next().filter(|r| r.seq == watermark) else {
-            return Ok(());
+            return Ok(false);
         };
-        let page = self.fetch(peer, watermark - 1, 1, 0).await?;
-        if page.head < watermark {
-            return Err(RoundError::permanent(
-                Some(watermark),
-                format!(
-                    "this region's change log reaches seq {watermark} but primary {primary}'s ends \
-                     at {}: this region holds commits the primary never received (an old primary \
-                     after a failover?); they must be quarantined before it can follow {primary} \
-                     (not automated yet)",
-                    page.head
-                ),
-            ));
-        }
-        match page.records.first() {
+        let page = self.fetch(peer, watermark - 1, 1, 0, false).await?;
+        let continues = match page.records.first() {
+            _ if page.head < watermark => false,
             Some(theirs) if theirs.seq == watermark => {
-                if theirs.epoch != mine.epoch
-                    || theirs.op != mine.op
-                    || theirs.payload != mine.payload
-                {
-                    return Err(RoundError::permanent(
-                        Some(watermark),
-                        format!(
-                            "record {watermark} differs between this region (epoch {}, {}) and \
-                             primary {primary} (epoch {}, {}): the regions diverged; this region's \
-                             commits from seq {watermark} on must be quarantined (not automated yet)",
-                            mine.epoch, mine.op, theirs.epoch, theirs.op
-                        ),
-                    ));
-                }
+                theirs.epoch == mine.epoch && theirs.op == mine.op && theirs.payload == mine.payload
             }
-            _ => tracing::warn!(
-                region = %self.region, primary, watermark,
-                "the primary has no record at this region's watermark; continuing unchecked"
-            ),
+            _ => {
+                tracing::warn!(
+                    region = %self.region, primary, watermark,
+                    "the primary has no record at this region's watermark; continuing unchecked"
+                );
+                true
+            }
+        };
+        if continues {
+            return Ok(false);
         }
-        Ok(())
+        self.set_state("failback");
+        match super::failback::failback(self, primary, peer, watermark).await {
+            Ok(outcome) => {
+                tracing::warn!(
+                    region = %self.region, primary, fork = outcome.fork,
+                    quarantined = outcome.quarantined,
+                    "failback complete: diverged commits quarantined, region converged"
+                );
+                Ok(true)
+            }
+            Err(super::failback::FailbackError::Transient(m)) => Err(RoundError::transient(
+                Some(watermark),
+                format!("failback: {m}"),
+            )),
+            Err(super::failback::FailbackError::NotAFailback(m)) => {
+                Err(RoundError::permanent(Some(watermark), m))
+            }
+            Err(super::failback::FailbackError::Failed(m)) => Err(RoundError::permanent(
+                Some(watermark),
+                format!("failback could not complete: {m}"),
+            )),
+        }
     }
 
     /// Pulls the rest of a multi-table commit cut by the batch limit, or drops its part.
@@ -720,7 +884,7 @@ impl Replication {
                 Some(p) if p.txn_index + 1 < p.txn_count => p.txn_count - p.txn_index - 1,
                 _ => return Ok(()),
             };
-            let more = self.fetch(peer, last.seq, missing, 0).await?;
+            let more = self.fetch(peer, last.seq, missing, 0, false).await?;
             if more.records.is_empty() {
                 break;
             }
@@ -739,35 +903,176 @@ impl Replication {
         Ok(())
     }
 
-    /// Copies the unit's objects, then applies it. Returns how many records were applied.
-    async fn apply_unit(
+    /// Makes the objects of the units' table changes present (concurrently across the
+    /// units: see `super::pipeline`), then applies the units in order — every unit before
+    /// the first change that could not be prepared, in one transaction — and reports that
+    /// change. `units` are consecutive ranges of `records`. Returns how many records were
+    /// applied.
+    async fn apply_units(
         &self,
         peer: &PeerRegion,
         records: &[ChangeRecord],
+        units: &[Range<usize>],
     ) -> Result<usize, RoundError> {
-        let mut bases: HashMap<String, Arc<TableMetadata>> = HashMap::new();
-        let mut copied = CopyReport::default();
-        for (k, record) in records.iter().enumerate() {
-            // Undecodable records are refused (with their message) by the store below.
-            let Ok(change) = record.decode() else {
-                continue;
-            };
-            let Some(pointer) = change.pointer() else {
-                continue;
-            };
-            if dropped_later(records, k, &pointer.id) {
-                tracing::debug!(seq = record.seq, table = %pointer.id, "dropped later in the unit; no objects to copy");
-                continue;
+        let (Some(first_unit), Some(last_unit)) = (units.first(), units.last()) else {
+            return Ok(0);
+        };
+        let span = first_unit.start..last_unit.end;
+        // Catalogs rebuilt by a resync already reflect their records up to the floor: no
+        // objects to copy for those (the store logs them without applying them).
+        let floors = self
+            .store
+            .resync_floors()
+            .await
+            .map_err(|e| RoundError::store(Some(records[span.start].seq), e))?;
+        // The table changes to prepare, and the index of each one's record.
+        let mut changes = Vec::new();
+        let mut at = Vec::new();
+        for unit in units {
+            let unit_records = &records[unit.clone()];
+            for (k, record) in unit_records.iter().enumerate() {
+                // Undecodable records are refused (with their message) by the store below.
+                let Ok(change) = record.decode() else {
+                    continue;
+                };
+                let Some(pointer) = change.pointer() else {
+                    continue;
+                };
+                if floors
+                    .get(&pointer.catalog_id)
+                    .is_some_and(|floor| record.seq <= *floor)
+                {
+                    continue;
+                }
+                if dropped_later(unit_records, k, &pointer.id) {
+                    tracing::debug!(seq = record.seq, table = %pointer.id, "dropped later in the unit; no objects to copy");
+                    continue;
+                }
+                at.push(unit.start + k);
+                changes.push(TableChange {
+                    seq: record.seq,
+                    pointer: pointer.clone(),
+                });
             }
-            let report = self
-                .ensure_objects(peer, record.seq, pointer, &mut bases)
-                .await?;
-            copied.copied += report.copied;
-            copied.bytes_copied += report.bytes_copied;
         }
+        let started = Instant::now();
+        let preparer = PagePreparer {
+            source: &peer.objects,
+            dest: &self.local,
+            copier: &self.copier,
+            parallelism: self.parallelism(),
+        };
+        let prepared = preparer
+            .prepare(&changes, |id| async move { self.local_metadata(&id).await })
+            .await;
+        // Records before `ready` have their objects present here.
+        let mut ready = span.end;
+        let mut failure = None;
+        let mut copies: HashMap<usize, (usize, u64)> = HashMap::new();
+        for ((&index, change), result) in at.iter().zip(&changes).zip(prepared) {
+            match result {
+                Ok(p) => {
+                    if let Some(metadata) = p.metadata {
+                        self.recent.insert(
+                            change.pointer.id.clone(),
+                            (change.pointer.metadata_location.clone(), metadata),
+                        );
+                    }
+                    copies.insert(index, (p.copied, p.bytes_copied));
+                }
+                Err(e) => {
+                    ready = index;
+                    failure = Some(RoundError {
+                        seq: Some(change.seq),
+                        message: e.message,
+                        permanent: e.permanent,
+                    });
+                    break;
+                }
+            }
+        }
+        if !changes.is_empty() {
+            tracing::debug!(
+                region = %self.region, changes = changes.len(), ready = ready - span.start,
+                took_ms = started.elapsed().as_millis() as u64, "objects of the changes present"
+            );
+        }
+        if at.first().is_some_and(|&i| i < ready) && self.crash_now(CrashPoint::MidCopy) {
+            return Err(RoundError::transient(
+                Some(records[at[0]].seq),
+                "crashed mid-copy",
+            ));
+        }
+        let copied_in = |range: &Range<usize>| {
+            let mut report = CopyReport::default();
+            for (_, (n, bytes)) in copies.iter().filter(|(i, _)| range.contains(i)) {
+                report.copied += n;
+                report.bytes_copied += bytes;
+            }
+            report
+        };
+        let ready_units: Vec<Range<usize>> = units
+            .iter()
+            .take_while(|u| u.end <= ready)
+            .cloned()
+            .collect();
+        let mut applied = 0;
+        if let (Some(first), Some(last)) = (ready_units.first(), ready_units.last()) {
+            let range = first.start..last.end;
+            match self
+                .apply_records(&records[range.clone()], copied_in(&range))
+                .await
+            {
+                Ok(n) => applied = n,
+                // Which unit does not fit: apply them one by one up to it.
+                Err(e) if e.permanent && ready_units.len() > 1 => {
+                    tracing::debug!(error = %e.message, "the units do not apply together; one by one");
+                    for unit in &ready_units {
+                        applied += self
+                            .apply_records(&records[unit.clone()], copied_in(unit))
+                            .await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(applied),
+        }
+    }
+
+    /// Applies records whose objects are present (whole units), with the watermark in the
+    /// same transaction, then purges what their drops purged at the primary. Returns how
+    /// many records were applied.
+    async fn apply_records(
+        &self,
+        records: &[ChangeRecord],
+        copied: CopyReport,
+    ) -> Result<usize, RoundError> {
         let first = records.first().map(|r| r.seq);
-        match self.store.apply_replicated(records).await {
+        let gate = self.apply_gate.lock().await;
+        if self.crash_now(CrashPoint::MidApply) {
+            let apply = self.store.apply_replicated(records);
+            tokio::pin!(apply);
+            for _ in 0..2 {
+                if futures::poll!(&mut apply).is_ready() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            return Err(RoundError::transient(first, "crashed mid-apply"));
+        }
+        let outcome = self.store.apply_replicated(records).await;
+        drop(gate);
+        if matches!(outcome, Ok(ApplyOutcome::Applied { .. })) {
+            for record in records.iter().filter(|r| is_purging_drop(r)) {
+                self.purge_dropped(record).await;
+            }
+        }
+        match outcome {
             Ok(ApplyOutcome::Applied { watermark }) => {
+                self.note_applied(watermark);
                 let mut p = self.progress();
                 p.applied_records += records.len() as u64;
                 p.objects_copied += copied.copied as u64;
@@ -790,80 +1095,45 @@ impl Replication {
         }
     }
 
-    /// Makes the objects of a table's (or view's) new metadata present in the local bucket:
-    /// first what the metadata references that the region lacks, then the metadata file.
-    async fn ensure_objects(
-        &self,
-        peer: &PeerRegion,
-        seq: i64,
-        pointer: &TableRecord,
-        bases: &mut HashMap<String, Arc<TableMetadata>>,
-    ) -> Result<CopyReport, RoundError> {
-        let location = pointer.metadata_location.clone();
-        if pointer.kind == EntityKind::View {
-            return self
-                .copier
-                .ensure_present(&peer.objects, &self.local, &[location])
-                .await
-                .map_err(|e| RoundError::copy(seq, e));
-        }
-        let started = Instant::now();
-        let bytes = peer.objects.get(&location).await.map_err(|e| match e {
-            StorageError::NotFound(_) => RoundError::permanent(
-                Some(seq),
-                format!("metadata file {location} is missing in the primary's bucket"),
-            ),
-            StorageError::InvalidLocation(_) => RoundError::permanent(Some(seq), e.to_string()),
-            e => RoundError::transient(Some(seq), e.to_string()),
-        })?;
-        let new: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
-            RoundError::permanent(
-                Some(seq),
-                format!("metadata file {location} does not parse: {e}"),
-            )
-        })?;
-        let read_ms = started.elapsed().as_millis() as u64;
-        let base = match bases.get(&pointer.id) {
-            Some(b) => Some(b.clone()),
-            None => self.local_metadata(&pointer.id).await,
+    /// Deletes this region's copies of the files of a table dropped with `purgeRequested`
+    /// at the primary (after the drop applied here, as the primary does: a crash in between
+    /// leaves unreferenced files, never a pointer to missing files).
+    async fn purge_dropped(&self, record: &ChangeRecord) {
+        let Some(metadata_location) = record.payload["metadata_location"].as_str() else {
+            return;
         };
-        let base_ms = started.elapsed().as_millis() as u64;
-        let objects = objects_to_replicate(&peer.objects, base.as_deref(), &new)
-            .await
-            .map_err(|e| RoundError::copy(seq, e))?;
-        let listed_ms = started.elapsed().as_millis() as u64;
-        // The metadata file is referenced by nothing until the pointer moves, so it is
-        // written alongside the objects (its bytes are at hand already).
-        let size = bytes.len() as u64;
-        let put_metadata = async {
-            match self.local.head(&location).await {
-                Ok(Some(info)) if info.size == size => Ok(0u64),
-                _ => self.local.put(&location, bytes).await.map(|()| size),
+        let location =
+            match super::resync::read_table_metadata(&self.local, metadata_location).await {
+                Ok(metadata) => metadata.location().to_string(),
+                Err(_) => match metadata_location.rsplit_once("/metadata/") {
+                    Some((root, _)) => root.to_string(),
+                    None => {
+                        tracing::warn!(
+                            seq = record.seq,
+                            metadata_location,
+                            "cannot tell the dropped table's location; its files stay"
+                        );
+                        return;
+                    }
+                },
+            };
+        let Ok((bucket, key)) = crate::storage::parse_location(&location) else {
+            tracing::warn!(seq = record.seq, %location, "invalid table location; its files stay");
+            return;
+        };
+        if key.trim_matches('/').is_empty() {
+            tracing::warn!(seq = record.seq, %location, "not purging a table located at a bucket root");
+            return;
+        }
+        let prefix = format!("s3://{bucket}/{}", key.trim_end_matches('/'));
+        match self.local.delete_prefix(&prefix).await {
+            Ok(n) => {
+                tracing::info!(region = %self.region, seq = record.seq, %location, objects = n, "purged the dropped table's files here")
             }
-        };
-        let (report, metadata) = tokio::join!(
-            self.copier
-                .ensure_present(&peer.objects, &self.local, &objects),
-            put_metadata
-        );
-        let mut report = report.map_err(|e| RoundError::copy(seq, e))?;
-        let written = metadata.map_err(|e| {
-            RoundError::transient(Some(seq), format!("cannot write {location} here: {e}"))
-        })?;
-        if written > 0 {
-            report.copied += 1;
-            report.bytes_copied += written;
+            Err(e) => {
+                tracing::warn!(region = %self.region, seq = record.seq, %location, error = %e, "purging the dropped table's files failed; they stay as unreferenced files")
+            }
         }
-        tracing::debug!(
-            seq, table = %pointer.id, objects = objects.len(), copied = report.copied,
-            read_ms, base_ms, listed_ms, total_ms = started.elapsed().as_millis() as u64,
-            "objects of the change present"
-        );
-        let new = Arc::new(new);
-        self.recent
-            .insert(pointer.id.clone(), (location.clone(), new.clone()));
-        bases.insert(pointer.id.clone(), new);
-        Ok(report)
     }
 
     /// The region's current metadata of a table, when it has the table and can read it.
@@ -886,6 +1156,13 @@ impl Replication {
         };
         serde_json::from_slice(&bytes).ok().map(Arc::new)
     }
+}
+
+/// A `drop_table` of a table whose files the primary purged.
+fn is_purging_drop(record: &ChangeRecord) -> bool {
+    record.op == "drop_table"
+        && record.payload["purge"].as_bool() == Some(true)
+        && record.payload["kind"].as_str() == Some("table")
 }
 
 /// Whether a `drop_table` of `table_id` follows record `k` in `records`.

@@ -36,6 +36,9 @@ pub struct ObjectStore {
     /// Which S3 service (endpoint, region, credentials) the client talks to; see
     /// [`ObjectStore::same_service`].
     service: ServiceIdentity,
+    /// The peer region whose bucket this is, when it is another region's: every request
+    /// passes that link's injected faults first ([`crate::faults`]).
+    fault_link: Option<std::sync::Arc<str>>,
 }
 
 /// Splits `s3://bucket/key` (also `s3a://`, `s3n://`) into bucket and key.
@@ -48,6 +51,19 @@ pub fn parse_location(location: &str) -> Result<(&str, &str), StorageError> {
         Some((bucket, key)) if !bucket.is_empty() => Ok((bucket, key)),
         None if !rest.is_empty() => Ok((rest, "")),
         _ => Err(StorageError::InvalidLocation(location.to_string())),
+    }
+}
+
+/// The injected fault on the link to a peer region's bucket, as a failed request.
+async fn pass_fault_link(
+    link: &Option<std::sync::Arc<str>>,
+    location: &str,
+) -> Result<(), StorageError> {
+    match link {
+        Some(peer) => crate::faults::gate(peer)
+            .await
+            .map_err(|e| request_error(location, e)),
+        None => Ok(()),
     }
 }
 
@@ -93,11 +109,20 @@ impl ObjectStore {
         ObjectStore {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             service: ServiceIdentity::of(settings),
+            fault_link: None,
         }
+    }
+
+    /// This store as the bucket of peer region `peer`: its requests pass the injected
+    /// faults of the link to `peer` (fault injection, docs/fault-injection.md).
+    pub fn through_fault_link(mut self, peer: &str) -> ObjectStore {
+        self.fault_link = Some(std::sync::Arc::from(peer));
+        self
     }
 
     /// Creates the bucket unless it exists (embedded endpoint; AWS buckets are provisioned).
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        pass_fault_link(&self.fault_link, bucket).await?;
         if self
             .client
             .head_bucket()
@@ -122,6 +147,7 @@ impl ObjectStore {
     }
 
     pub async fn put(&self, location: &str, body: Bytes) -> Result<(), StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         self.client
             .put_object()
@@ -146,6 +172,7 @@ impl ObjectStore {
     }
 
     pub async fn exists(&self, location: &str) -> Result<bool, StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         match self
             .client
@@ -171,6 +198,7 @@ impl ObjectStore {
     }
 
     pub async fn delete(&self, location: &str) -> Result<(), StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         self.client
             .delete_object()
@@ -184,6 +212,7 @@ impl ObjectStore {
 
     /// Keys (as full `s3://` locations) under a prefix location.
     pub async fn list(&self, prefix_location: &str) -> Result<Vec<String>, StorageError> {
+        pass_fault_link(&self.fault_link, prefix_location).await?;
         let (bucket, prefix) = parse_location(prefix_location)?;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -369,6 +398,7 @@ impl ObjectStore {
 
     /// Size and ETag of an object; `None` if it does not exist.
     pub async fn head(&self, location: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         match self
             .client
@@ -398,6 +428,7 @@ impl ObjectStore {
 
     /// Opens an object for streaming reads.
     pub async fn get_stream(&self, location: &str) -> Result<ObjectStream, StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         let out = self
             .client
@@ -433,6 +464,7 @@ impl ObjectStore {
         body: ByteStream,
         size: u64,
     ) -> Result<TransferMethod, StorageError> {
+        pass_fault_link(&self.fault_link, location).await?;
         let (bucket, key) = parse_location(location)?;
         if size <= MULTIPART_THRESHOLD {
             self.client

@@ -407,6 +407,19 @@ pub struct MetricsReport {
     pub received_ms: i64,
 }
 
+/// One failover drill's report in the region's drill history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub id: String,
+    pub scenario: String,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub passed: bool,
+    /// The whole report (`Null` in listings).
+    pub report: serde_json::Value,
+    pub received_ms: i64,
+}
+
 /// Which stored metrics reports to list (newest first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsReportQuery {
@@ -416,6 +429,93 @@ pub struct MetricsReportQuery {
     pub table: Option<String>,
     /// At most this many (must be positive).
     pub limit: u32,
+}
+
+/// One catalog's rows as a region holds them (see [`MetadataStore::state_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogState {
+    pub tenant: Tenant,
+    pub warehouse: Warehouse,
+    pub catalog: Catalog,
+    /// Every namespace of the catalog, parents before children.
+    pub namespaces: Vec<NamespaceRecord>,
+    /// Every table and view of the catalog, by id.
+    pub tables: Vec<TableRecord>,
+}
+
+/// Which catalogs a [`MetadataStore::state_snapshot`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogSelector {
+    All,
+    /// Catalogs of this name (in any tenant).
+    Name(String),
+    /// Catalogs with these ids (ids the region lacks are left out).
+    Ids(Vec<String>),
+}
+
+/// A consistent read of catalogs and the change-log position it reflects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// The last seq of the region's change log in that read: the snapshot reflects every
+    /// record up to it and none after it.
+    pub head: i64,
+    /// Epoch of that record (0: empty log).
+    pub head_epoch: i64,
+    pub catalogs: Vec<CatalogState>,
+}
+
+/// What [`MetadataStore::replace_catalogs`] does, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogReplacement {
+    /// The primary's head the replacement rows reflect: records of these catalogs up to it
+    /// are logged without being applied when they arrive (a resync floor per catalog).
+    pub snapshot_head: i64,
+    /// Catalogs whose namespaces, tables and views are replaced by these rows (the catalog
+    /// row, its warehouse and tenant are created when missing).
+    pub catalogs: Vec<CatalogState>,
+    /// Catalogs removed entirely (with their namespaces, tables and views).
+    pub remove_catalogs: Vec<String>,
+    /// Warehouses and tenants removed (when nothing references them any more).
+    pub remove_warehouses: Vec<String>,
+    pub remove_tenants: Vec<String>,
+    /// Failback: the change-log records after this seq are removed (quarantined before) and
+    /// the watermark goes back to it.
+    pub truncate_log_after: Option<i64>,
+    /// Refuse (`CommitConflict`, nothing written) unless the region's watermark is exactly
+    /// this; without it, unless the watermark is at most `snapshot_head`.
+    pub expect_watermark: Option<i64>,
+}
+
+/// A commit this region holds that the primary never received (failback), as the
+/// quarantine report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    /// The region holding the commit (this one).
+    pub region: String,
+    /// Catalog name (None for tenants and warehouses).
+    pub catalog: Option<String>,
+    pub catalog_id: Option<String>,
+    /// Namespace of the entity (the namespace itself for namespace changes).
+    pub namespace: Vec<String>,
+    /// Table or view name (None for namespace, catalog, warehouse, tenant changes).
+    pub name: Option<String>,
+    /// `table`, `view`, `namespace`, `catalog`, `warehouse` or `tenant`.
+    pub kind: String,
+    /// The change-log op (`commit_table`, `create_namespace`, ...).
+    pub op: String,
+    pub seq: i64,
+    pub epoch: i64,
+    /// The metadata file the commit published (tables and views).
+    pub metadata_location: Option<String>,
+    /// Snapshots the commit added.
+    pub snapshot_ids: Vec<i64>,
+    /// Table properties the commit set that the primary's table lacks or holds with
+    /// another value (namespace changes: the namespace's properties likewise).
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// RFC 3339.
+    pub detected_at: String,
+    /// The change record as committed here.
+    pub record: ChangeRecord,
 }
 
 /// The catalog's durable state. Implementations must make every method atomic.
@@ -584,6 +684,38 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The table or view with that id.
     async fn get_table_by_id(&self, id: &str) -> Result<Option<TableRecord>>;
 
+    // ---- anti-entropy (verify, resync, failback, purge propagation) ----------------------
+
+    /// [`MetadataStore::drop_table`] whose change record also says whether the table's
+    /// files are purged (`"purge": true`), so that other regions purge their copies.
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_table_purging(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        purge: bool,
+    ) -> Result<TableRecord>;
+    /// The selected catalogs' rows and the change-log head, read consistently (one
+    /// snapshot: PostgreSQL `REPEATABLE READ`, SQLite one read transaction).
+    async fn state_snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot>;
+    /// Replaces catalogs' rows with another region's (resync, failback) in one transaction;
+    /// see [`CatalogReplacement`]. Returns the watermark afterwards.
+    async fn replace_catalogs(
+        &self,
+        replacement: &CatalogReplacement,
+    ) -> Result<ReplicationWatermark>;
+    /// Resync floors: per catalog id, the seq up to which its replicated records are
+    /// reflected already.
+    async fn resync_floors(&self) -> Result<HashMap<String, i64>>;
+    /// Adds quarantine entries; an entry already there (same seq and epoch) is kept.
+    /// Returns how many were new.
+    async fn add_quarantine(&self, entries: &[QuarantineEntry]) -> Result<u64>;
+    /// Every quarantine entry, by seq.
+    async fn list_quarantine(&self) -> Result<Vec<QuarantineEntry>>;
+
     // ---- idempotency keys ----------------------------------------------------------------
     // Region-local request bookkeeping, not catalog state: not fenced, not in the change log.
 
@@ -627,4 +759,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         catalog_id: &str,
         query: &MetricsReportQuery,
     ) -> Result<Vec<MetricsReport>>;
+
+    // ---- drill history -------------------------------------------------------------------
+    // Region-local, like metrics reports: not fenced, not in the change log.
+
+    /// Stores a drill report; a report with the same id replaces the stored one.
+    async fn record_drill(&self, drill: &DrillRecord) -> Result<()>;
+    /// Summaries of the stored drills (without their reports), newest first.
+    async fn list_drills(&self, limit: u32) -> Result<Vec<DrillRecord>>;
+    /// One stored drill with its report.
+    async fn get_drill(&self, id: &str) -> Result<Option<DrillRecord>>;
 }

@@ -69,10 +69,11 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
-    display_namespace, ApplyOutcome, BootstrapEntities, Catalog, ChangeRecord, EntityKind,
-    IdempotencyStart, MetadataStore, MetricsReport, MetricsReportQuery, NamespaceRecord, NotFound,
-    Page, PageRequest, PointerSwap, PropertiesUpdate, ReplicationWatermark, Result, StoreError,
-    StoredResponse, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+    display_namespace, ApplyOutcome, BootstrapEntities, Catalog, ChangeRecord, DrillRecord,
+    EntityKind, IdempotencyStart, MetadataStore, MetricsReport, MetricsReportQuery,
+    NamespaceRecord, NotFound, Page, PageRequest, PointerSwap, PropertiesUpdate,
+    ReplicationWatermark, Result, StoreError, StoredResponse, TableRecord, Tenant, Warehouse,
+    WriteContext, NAMESPACE_SEPARATOR,
 };
 
 /// Read connections of an SQLite store.
@@ -104,6 +105,7 @@ macro_rules! locked {
     };
 }
 
+mod anti_entropy;
 mod replication;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1407,36 +1409,8 @@ impl MetadataStore for SqlStore {
         name: &str,
         kind: EntityKind,
     ) -> Result<TableRecord> {
-        let joined = join_namespace(namespace)?;
-        let now = now_ms();
-        let mut tx = self.begin_fenced(ctx).await?;
-        let row = sqlx::query(concat!(
-            "DELETE FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3 \
-             AND kind = $4 RETURNING ",
-            table_columns!()
-        ))
-        .bind(catalog_id)
-        .bind(joined)
-        .bind(name)
-        .bind(kind.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(entity_not_found(kind, namespace, name));
-        };
-        let record = table_from_row(&row)?;
-        append_change(
-            self.backend,
-            &mut tx,
-            ctx,
-            Some(catalog_id),
-            "drop_table",
-            table_payload(&record),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(record)
+        self.drop_entity(ctx, catalog_id, namespace, name, kind, false)
+            .await
     }
 
     async fn rename_table(
@@ -1576,6 +1550,47 @@ impl MetadataStore for SqlStore {
 
     async fn get_table_by_id(&self, id: &str) -> Result<Option<TableRecord>> {
         self.table_by_id(id).await
+    }
+
+    // ---- anti-entropy --------------------------------------------------------------------
+
+    async fn drop_table_purging(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        purge: bool,
+    ) -> Result<TableRecord> {
+        self.drop_entity(ctx, catalog_id, namespace, name, kind, purge)
+            .await
+    }
+
+    async fn state_snapshot(
+        &self,
+        selector: &crate::store::CatalogSelector,
+    ) -> Result<crate::store::StateSnapshot> {
+        self.snapshot(selector).await
+    }
+
+    async fn replace_catalogs(
+        &self,
+        replacement: &crate::store::CatalogReplacement,
+    ) -> Result<ReplicationWatermark> {
+        self.replace(replacement).await
+    }
+
+    async fn resync_floors(&self) -> Result<HashMap<String, i64>> {
+        self.floors().await
+    }
+
+    async fn add_quarantine(&self, entries: &[crate::store::QuarantineEntry]) -> Result<u64> {
+        self.quarantine(entries).await
+    }
+
+    async fn list_quarantine(&self) -> Result<Vec<crate::store::QuarantineEntry>> {
+        self.quarantined().await
     }
 
     // ---- idempotency keys ----------------------------------------------------------------
@@ -1808,4 +1823,79 @@ impl MetadataStore for SqlStore {
             .map(|row| metrics_report_from_row(catalog_id, row))
             .collect()
     }
+
+    async fn record_drill(&self, drill: &DrillRecord) -> Result<()> {
+        if drill.id.is_empty() || drill.id.len() > 200 {
+            return Err(StoreError::Invalid(
+                "a drill id must be 1 to 200 characters".into(),
+            ));
+        }
+        let report = serde_json::to_string(&drill.report)
+            .map_err(|e| StoreError::Invalid(format!("report is not serializable: {e}")))?;
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM drills WHERE id = $1")
+            .bind(drill.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO drills (id, scenario, started_ms, finished_ms, passed, report, \
+             received_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(drill.id.as_str())
+        .bind(drill.scenario.as_str())
+        .bind(drill.started_ms)
+        .bind(drill.finished_ms)
+        .bind(i64::from(drill.passed))
+        .bind(report)
+        .bind(drill.received_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_drills(&self, limit: u32) -> Result<Vec<DrillRecord>> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("limit must be positive".into()));
+        }
+        let rows = sqlx::query(
+            "SELECT id, scenario, started_ms, finished_ms, passed, received_ms FROM drills \
+             ORDER BY started_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| drill_from_row(row, Value::Null))
+            .collect()
+    }
+
+    async fn get_drill(&self, id: &str) -> Result<Option<DrillRecord>> {
+        let row = sqlx::query(
+            "SELECT id, scenario, started_ms, finished_ms, passed, received_ms, report \
+             FROM drills WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| {
+            let text: String = row.try_get("report")?;
+            let report = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Invalid(format!("stored drill report: {e}")))?;
+            drill_from_row(&row, report)
+        })
+        .transpose()
+    }
+}
+
+fn drill_from_row(row: &AnyRow, report: Value) -> Result<DrillRecord> {
+    Ok(DrillRecord {
+        id: row.try_get("id")?,
+        scenario: row.try_get("scenario")?,
+        started_ms: row.try_get("started_ms")?,
+        finished_ms: row.try_get("finished_ms")?,
+        passed: row.try_get::<i64, _>("passed")? != 0,
+        report,
+        received_ms: row.try_get("received_ms")?,
+    })
 }

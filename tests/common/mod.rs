@@ -1,11 +1,15 @@
-//! Helpers shared by the integration tests that drive a region with iceberg-rust 0.10:
-//! a REST catalog client, the region's object store, and real Parquet commits.
+//! Helpers shared by the integration tests that drive a region with iceberg-rust 0.10 (a
+//! REST catalog client, the region's object store, real Parquet commits, scans) and by the
+//! replication suites (a secondary's status, change log and pointers over HTTP, fresh
+//! PostgreSQL databases).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use futures::TryStreamExt;
 use iceberg::spec::{DataFile, DataFileFormat, NestedField, PrimitiveType, Schema, Type};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -16,13 +20,21 @@ use iceberg::writer::file_writer::location_generator::{
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg::CatalogBuilder;
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation};
 use iceberg_catalog_rest::{
     RestCatalog, RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
 };
 use iceberg_storage_opendal::OpenDalStorageFactory;
+use pangolin::config::RegionPeer;
+use pangolin::replication::ReplicationStatus;
 use pangolin::storage::{ObjectStore, S3Settings};
+use pangolin::store::ChangeRecord;
 use pangolin::testing::TestRegion;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// How long a secondary may take to catch up with its primary.
+pub const CATCH_UP: Duration = Duration::from_secs(60);
 
 pub async fn connect(region: &TestRegion) -> RestCatalog {
     RestCatalogBuilder::default()
@@ -129,4 +141,260 @@ pub async fn fast_append(catalog: &RestCatalog, table: &Table, files: Vec<DataFi
         .apply(tx)
         .expect("apply fast append");
     tx.commit(catalog).await.expect("commit fast append")
+}
+
+/// Writes `ids` into a new data file and appends it.
+pub async fn append(catalog: &RestCatalog, table: &Table, ids: &[i64]) -> Table {
+    let files = write_data_file(table, ids).await;
+    fast_append(catalog, table, files).await
+}
+
+/// Creates a namespace with a short random name starting with `prefix`; its name and ident.
+pub async fn new_namespace(
+    catalog: &RestCatalog,
+    prefix: &str,
+    properties: HashMap<String, String>,
+) -> (String, NamespaceIdent) {
+    let name = short(prefix);
+    let namespace = NamespaceIdent::new(name.clone());
+    catalog
+        .create_namespace(&namespace, properties)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    (name, namespace)
+}
+
+/// Creates table `name` with [`table_schema`] in `namespace`.
+pub async fn create_table(catalog: &RestCatalog, namespace: &NamespaceIdent, name: &str) -> Table {
+    catalog
+        .create_table(
+            namespace,
+            TableCreation::builder()
+                .name(name.into())
+                .schema(table_schema())
+                .build(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create table {name}: {e}"))
+}
+
+/// Every batch a scan of the table's current snapshot returns.
+pub async fn scan_batches(table: &Table) -> Vec<RecordBatch> {
+    table
+        .scan()
+        .select_all()
+        .build()
+        .expect("build scan")
+        .to_arrow()
+        .await
+        .expect("plan scan")
+        .try_collect()
+        .await
+        .expect("read scanned batches")
+}
+
+/// The ids a scan of the table returns, sorted.
+pub async fn scan_ids(table: &Table) -> Vec<i64> {
+    let mut ids: Vec<i64> = scan_batches(table)
+        .await
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("id column")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+// ---- a region over HTTP ----------------------------------------------------------------------
+
+/// GETs `url`: the status and the JSON body (Null when there is none).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
+    let resp = http.get(url).send().await.expect("request");
+    let status = resp.status();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `timeout`, naming `what` it waited
+/// for.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates namespace `name` through the region's REST API (not through iceberg-rust, so the
+/// caller sees the answer's status and headers as they are).
+pub async fn post_namespace(
+    http: &reqwest::Client,
+    region: &TestRegion,
+    name: &str,
+) -> reqwest::Response {
+    http.post(format!("{}/namespaces", region.prefix_url()))
+        .json(&serde_json::json!({ "namespace": [name] }))
+        .send()
+        .await
+        .expect("the region answers")
+}
+
+/// The region's `/api/v1/replication/status`.
+pub async fn status(http: &reqwest::Client, region: &TestRegion) -> ReplicationStatus {
+    let url = format!("{}/api/v1/replication/status", region.catalog_url);
+    let resp = http.get(&url).send().await.expect("status request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.expect("status body")
+}
+
+/// Waits until the secondary applied everything the primary has; panics (with the status)
+/// when the stream halts or after [`CATCH_UP`].
+pub async fn wait_caught_up(
+    http: &reqwest::Client,
+    primary: &TestRegion,
+    secondary: &TestRegion,
+) -> ReplicationStatus {
+    let started = Instant::now();
+    loop {
+        let head = status(http, primary).await.watermark;
+        let s = status(http, secondary).await;
+        if s.watermark >= head && s.lag_records == Some(0) {
+            return s;
+        }
+        assert!(!s.halted, "replication halted: {s:#?}");
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "secondary did not catch up with head {head} in {CATCH_UP:?}: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the region's status every 20 ms until `reached` holds; panics (naming `what`, with
+/// the status) after [`CATCH_UP`].
+pub async fn wait_status(
+    http: &reqwest::Client,
+    region: &TestRegion,
+    what: &str,
+    reached: impl Fn(&ReplicationStatus) -> bool,
+) -> ReplicationStatus {
+    let started = Instant::now();
+    loop {
+        let s = status(http, region).await;
+        if reached(&s) {
+            return s;
+        }
+        assert!(started.elapsed() < CATCH_UP, "{what}: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The region's whole change log.
+pub async fn change_log(http: &reqwest::Client, region: &TestRegion) -> Vec<ChangeRecord> {
+    let url = format!(
+        "{}/api/v1/replication/changes?after=0&limit=10000",
+        region.catalog_url
+    );
+    let (s, body) = get_json(http, &url).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    serde_json::from_value(body["records"].clone()).expect("change records")
+}
+
+/// The REST URL of namespace `ns` (its parts joined by the unit separator).
+pub fn ns_url(region: &TestRegion, ns: &[&str]) -> String {
+    format!("{}/namespaces/{}", region.prefix_url(), ns.join("%1F"))
+}
+
+/// `metadata-location` of a table as loadTable answers it (None: 404).
+pub async fn pointer(
+    http: &reqwest::Client,
+    region: &TestRegion,
+    ns: &[&str],
+    table: &str,
+) -> Option<String> {
+    let url = format!("{}/tables/{table}", ns_url(region, ns));
+    let (s, body) = get_json(http, &url).await;
+    match s {
+        StatusCode::OK => Some(body["metadata-location"].as_str().unwrap().to_string()),
+        StatusCode::NOT_FOUND => None,
+        other => panic!("loadTable {url}: {other} {body}"),
+    }
+}
+
+/// How other regions reach `region` (catalog and S3).
+pub fn peer_of(region: &TestRegion) -> RegionPeer {
+    RegionPeer {
+        name: region.config.region.name.clone(),
+        catalog_url: region.catalog_url.clone(),
+        s3_endpoint: Some(region.s3_endpoint.clone()),
+        s3_region: region.s3_region.clone(),
+        access_key_id: Some(region.access_key.clone()),
+        secret_access_key: Some(region.secret_key.clone()),
+        path_style: true,
+    }
+}
+
+// ---- PostgreSQL -------------------------------------------------------------------------------
+
+/// A fresh database on the server `PANGOLIN_TEST_PG_URL` names; fails loudly without it.
+pub struct PgDatabase {
+    /// The new database's URL (the server URL's query string kept).
+    pub url: String,
+    pub admin: sqlx::PgPool,
+    pub name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        let server = std::env::var("PANGOLIN_TEST_PG_URL").expect(
+            "PANGOLIN_TEST_PG_URL must name a PostgreSQL server for the _postgres tests \
+             (e.g. postgres://postgres@127.0.0.1:5432/postgres; tests/run sets it)",
+        );
+        let name = format!("pangolin_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&server)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        PgDatabase {
+            url: database_url(&server, &name),
+            admin,
+            name,
+        }
+    }
+
+    /// Drops the database (best effort: its name is random).
+    pub async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&self.admin)
+            .await;
+    }
+}
+
+/// `server` with its database path replaced by `name`; a query string is kept.
+fn database_url(server: &str, name: &str) -> String {
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base.rfind('/') {
+        Some(i) if i >= authority_start => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
 }

@@ -58,7 +58,7 @@ async fn last_logged(conn: &mut AnyConnection) -> Result<Option<(i64, i64, i64)>
 }
 
 /// The replication_state row, locked on PostgreSQL when `lock` (serializes appliers).
-async fn state_row(
+pub(super) async fn state_row(
     backend: Backend,
     conn: &mut AnyConnection,
     lock: bool,
@@ -262,8 +262,23 @@ impl SqlStore {
             .bind(epoch)
             .execute(&mut *tx)
             .await?;
+        // Catalogs rebuilt by a resync reflect their records up to the floor already.
+        let floors: HashMap<String, i64> =
+            sqlx::query("SELECT catalog_id, seq FROM replication_resync_floor")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("catalog_id")?, r.try_get("seq")?)))
+                .collect::<Result<_>>()?;
         for (record, change) in records.iter().copied().zip(&changes) {
-            apply_change(&mut tx, record, change).await?;
+            let reflected = record
+                .catalog_id
+                .as_ref()
+                .and_then(|c| floors.get(c))
+                .is_some_and(|floor| record.seq <= *floor);
+            if !reflected {
+                apply_change(&mut tx, record, change).await?;
+            }
             sqlx::query(
                 "INSERT INTO change_log (seq, epoch, catalog_id, op, payload, actor, created_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -280,6 +295,12 @@ impl SqlStore {
         }
         if self.backend == Backend::Postgres {
             sqlx::query("UPDATE change_log_head SET seq = $1 WHERE id = 1 AND seq < $1")
+                .bind(last.seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !floors.is_empty() {
+            sqlx::query("DELETE FROM replication_resync_floor WHERE seq <= $1")
                 .bind(last.seq)
                 .execute(&mut *tx)
                 .await?;

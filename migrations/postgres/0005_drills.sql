@@ -1,0 +1,17 @@
+-- Pangolin metadata store, PostgreSQL schema v5: drill history.
+--
+-- The reports of failover drills (`pangolin drill run`, docs/drills.md) posted to this
+-- region's `/api/v1/drills`. Region-local bookkeeping like metrics reports: neither fenced
+-- nor in the change log (a drill posts its report to every region it ran against).
+CREATE TABLE drills (
+    id          TEXT PRIMARY KEY,
+    scenario    TEXT NOT NULL,
+    started_ms  BIGINT NOT NULL,
+    finished_ms BIGINT NOT NULL,
+    passed      BIGINT NOT NULL,
+    -- The whole report as JSON.
+    report      TEXT NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+-- list_drills: newest first.
+CREATE INDEX drills_started ON drills (started_ms);
