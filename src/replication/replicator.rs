@@ -598,6 +598,10 @@ impl Replication {
                 continue;
             };
             if primary == self.region {
+                // While primary, this region writes records of its own: when it follows
+                // another region again, its log must be checked against that region's
+                // (failback) even if it followed the same region before.
+                self.progress().verified_primary = None;
                 self.set_state("primary");
                 tokio::select! {
                     _ = self.primary_moved(Some(&primary)) => {}
@@ -696,10 +700,16 @@ impl Replication {
             self.paused.store(true, Ordering::Release);
             return Ok(());
         }
-        let verified = self.progress().verified_primary.as_deref() == Some(primary);
+        // Verified per primary AND epoch: any change of epoch (a failover, a switchover, this
+        // region having been primary meanwhile) checks the logs' continuity again.
+        let key = match &self.source {
+            PrimarySource::Control(rx) => format!("{primary}@{}", rx.borrow().epoch),
+            _ => primary.to_string(),
+        };
+        let verified = self.progress().verified_primary.as_deref() == Some(key.as_str());
         if !verified {
             let rewritten = self.check_continuity(primary, peer, wm.seq).await?;
-            self.progress().verified_primary = Some(primary.to_string());
+            self.progress().verified_primary = Some(key);
             if rewritten {
                 // The watermark went back to the fork: start over from it.
                 return Ok(());
