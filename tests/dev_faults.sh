@@ -130,6 +130,13 @@ code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X PUT -H 'content-
 links="$(curl -fsS --max-time 5 "$US/api/v1/dev/faults" | json 'len(d["links"])')"
 [ "$links" = 0 ] || fail "an invalid fault set changed the node's faults ($links links)"
 write_commits_in "$US" us-east-1 30 || fail "a write through 8181 before the fault"
+# An unforced (automatic) failover needs the target's replication lag to be known and within
+# bound, so eu-west-1 must have pulled the primary's log once before the fault.
+deadline=$((SECONDS + 30))
+until [ "$(curl -fsS --max-time 5 "$EU/api/v1/replication/status" | json 'd.get("lag_records")')" = 0 ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then fail "eu-west-1 did not catch up with us-east-1 before the fault"; break; fi
+  sleep 0.25
+done
 
 log "isolate us-east-1: its writes stop within the lease time, eu-west-1 takes over"
 post "$SUP/dev/v1/regions/us-east-1/isolate" >"$WORK/isolate.json" || fail "POST isolate"
