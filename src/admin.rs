@@ -337,6 +337,7 @@ fn print_replication(answer: &Value) {
         "applied_records",
         "objects_copied",
         "bytes_copied",
+        "objects_pending",
         "last_error",
         "catalog",
         "snapshot_head",

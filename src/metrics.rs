@@ -254,6 +254,16 @@ pub async fn render(state: &AppState) -> Result<String, CatalogError> {
         "1 when an operator paused the replicator",
     );
     let _ = writeln!(out, "pangolin_replication_paused {}", status.paused as u8);
+    gauge_header(
+        &mut out,
+        "pangolin_replication_objects_pending",
+        "Objects of the changes being prepared that are not known to be present here yet",
+    );
+    let _ = writeln!(
+        out,
+        "pangolin_replication_objects_pending {}",
+        status.objects_pending
+    );
     counter(
         &mut out,
         "pangolin_replication_applied_records_total",

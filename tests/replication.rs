@@ -477,6 +477,8 @@ async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
     assert_eq!(error.attempts, 3);
     assert!(error.message.contains(&lost), "{error:?}");
     assert_eq!(halted.lag_records, Some(2));
+    // The failed copies are no longer counted as pending.
+    assert_eq!(halted.objects_pending, 0, "{halted:#?}");
     // Nothing after it was applied, and the old pointer is still served.
     assert_eq!(
         pointer(&http, &secondary, &[&ns.as_ref()[0]], "t").await,
@@ -710,21 +712,8 @@ mod store_apply {
         let (p, r) = (PgDatabase::create().await, PgDatabase::create().await);
         let primary: Store = Arc::new(SqlStore::connect(&p.url).await.unwrap());
         let replica: Store = Arc::new(SqlStore::connect(&r.url).await.unwrap());
-        struct Drop2(sqlx::PgPool, Vec<String>);
-        impl Drop for Drop2 {
-            fn drop(&mut self) {
-                let (pool, dbs) = (self.0.clone(), self.1.clone());
-                // Best effort; the databases have random names.
-                tokio::spawn(async move {
-                    for db in dbs {
-                        let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-                            .execute(&pool)
-                            .await;
-                    }
-                });
-            }
-        }
-        let guard = Drop2(p.admin.clone(), vec![p.name, r.name]);
+        // Dropping them (with the pair) drops the databases.
+        let guard = (p, r);
         pair(primary, replica, Box::new(guard)).await
     }
 

@@ -428,6 +428,12 @@ async fn sync_degrade_policy_acknowledges_and_reports_the_degradation_and_lag() 
         "{m}"
     );
     assert!(sample(&m, "pangolin_replication_applied_records_total").unwrap() >= 3.0);
+    // Caught up and idle: nothing being copied.
+    assert_eq!(
+        sample(&m, "pangolin_replication_objects_pending"),
+        Some(0.0),
+        "{m}"
+    );
     secondary.shutdown().await;
     primary.shutdown().await;
 }

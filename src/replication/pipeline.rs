@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,6 +89,8 @@ pub(crate) struct PagePreparer<'a> {
     pub copier: &'a ObjectCopier,
     /// Requests in flight per stage (`copy_parallelism`).
     pub parallelism: usize,
+    /// Objects listed and not yet known to be present here (the status's `objects_pending`).
+    pub pending: &'a AtomicU64,
 }
 
 /// Stage 1's outcome for a table change: the metadata file's bytes and parsed form.
@@ -143,6 +146,7 @@ impl PagePreparer<'_> {
             let base_fetch = base_of[i].and_then(|j| fetches[j].clone().map(|f| (j, f)));
             async move {
                 let Some(fetch) = fetch else {
+                    let _pending = Pending::new(self.pending, 1);
                     return self.make_present(c, &[], None, copying).await;
                 };
                 let (bytes, new) = fetch.await?;
@@ -167,7 +171,8 @@ impl PagePreparer<'_> {
                         .await
                         .map_err(PrepareError::copy)?
                 };
-                // 3. Copy.
+                // 3. Copy (the objects and the metadata file).
+                let _pending = Pending::new(self.pending, objects.len() as u64 + 1);
                 self.make_present(c, &objects, Some((bytes, new)), copying)
                     .await
             }
@@ -265,5 +270,24 @@ impl PagePreparer<'_> {
             copied: report.copied,
             bytes_copied: report.bytes_copied,
         })
+    }
+}
+
+/// Counts objects as pending while a change's copy runs (also when it fails or is dropped).
+struct Pending<'a> {
+    counter: &'a AtomicU64,
+    n: u64,
+}
+
+impl<'a> Pending<'a> {
+    fn new(counter: &'a AtomicU64, n: u64) -> Pending<'a> {
+        counter.fetch_add(n, Ordering::Relaxed);
+        Pending { counter, n }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.n, Ordering::Relaxed);
     }
 }

@@ -146,6 +146,10 @@ pub struct ReplicationStatus {
     pub applied_records: u64,
     pub objects_copied: u64,
     pub bytes_copied: u64,
+    /// Objects of the changes being prepared right now that are not known to be present
+    /// here yet (listed, being copied).
+    #[serde(default)]
+    pub objects_pending: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -231,6 +235,8 @@ pub struct Replication {
     applied: watch::Sender<i64>,
     /// Failed attempts (pulls and records) since the node started, for metrics.
     errors: AtomicU64,
+    /// See [`ReplicationStatus::objects_pending`].
+    objects_pending: AtomicU64,
 }
 
 impl Replication {
@@ -277,6 +283,7 @@ impl Replication {
             crashed: AtomicBool::new(false),
             applied: watch::Sender::new(0),
             errors: AtomicU64::new(0),
+            objects_pending: AtomicU64::new(0),
         }
     }
 
@@ -511,6 +518,7 @@ impl Replication {
             applied_records: p.applied_records,
             objects_copied: p.objects_copied,
             bytes_copied: p.bytes_copied,
+            objects_pending: self.objects_pending.load(Ordering::Relaxed),
         })
     }
 
@@ -971,6 +979,7 @@ impl Replication {
             dest: &self.local,
             copier: &self.copier,
             parallelism: self.parallelism(),
+            pending: &self.objects_pending,
         };
         let prepared = preparer
             .prepare(&changes, |id| async move { self.local_metadata(&id).await })

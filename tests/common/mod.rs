@@ -352,6 +352,8 @@ pub struct PgDatabase {
     pub url: String,
     pub admin: sqlx::PgPool,
     pub name: String,
+    /// The server URL it was created on.
+    server: String,
 }
 
 impl PgDatabase {
@@ -372,14 +374,44 @@ impl PgDatabase {
             url: database_url(&server, &name),
             admin,
             name,
+            server,
         }
     }
 
-    /// Drops the database (best effort: its name is random).
+    /// Drops the database now (best effort: its name is random). Dropping the value does
+    /// the same, also when a test panics.
     pub async fn drop(self) {
-        let _ = sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .execute(&self.admin)
-            .await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+impl Drop for PgDatabase {
+    /// A task spawned here would die with the test's runtime, so the database is dropped
+    /// from a thread of its own, waited for.
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&server).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
     }
 }
 
