@@ -18,8 +18,8 @@ mod common;
 
 use common::{
     append, change_log, connect, create_table, fast_append, get_json, new_namespace, ns_url,
-    peer_of, pointer, scan_ids, short, status, store_of, wait_caught_up, wait_status,
-    write_data_file, PgDatabase, CATCH_UP,
+    peer_of, pointer, replication_action as post, scan_ids, short, status, store_of,
+    wait_caught_up, wait_status, write_data_file, PgDatabase, CATCH_UP,
 };
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use pangolin::control::CatchUp;
-use pangolin::replication::{objects_of_table, HttpCatchUp, ReplicationStatus};
+use pangolin::replication::{objects_of_table, HttpCatchUp};
 use pangolin::storage::ObjectStore;
 use pangolin::store::{ApplyOutcome, MetadataStore, SqlStore};
 use pangolin::testing::TestRegion;
@@ -36,13 +36,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-async fn post(http: &reqwest::Client, region: &TestRegion, action: &str) -> ReplicationStatus {
-    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
-    let resp = http.post(&url).send().await.expect("request");
-    assert_eq!(resp.status(), StatusCode::OK, "{action}");
-    resp.json().await.expect("status body")
-}
 
 /// Every object the table's metadata references, and the metadata file, exist in `store`
 /// (manifest lists and manifests are read from `store` itself) with the primary's sizes.

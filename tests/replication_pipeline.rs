@@ -6,22 +6,14 @@
 mod common;
 
 use common::{
-    append, change_log, connect, create_table, fast_append, pointer, scan_ids, short, status,
-    store_of, wait_caught_up, wait_status, write_data_file,
+    append, change_log, connect, create_table, fast_append, pointer, replication_action as post,
+    scan_ids, short, status, store_of, wait_caught_up, wait_status, write_data_file,
 };
 
 use std::collections::HashMap;
 
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use pangolin::replication::ReplicationStatus;
 use pangolin::testing::TestRegion;
-
-async fn post(http: &reqwest::Client, region: &TestRegion, action: &str) -> ReplicationStatus {
-    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
-    let resp = http.post(&url).send().await.expect("request");
-    assert!(resp.status().is_success(), "{action}: {}", resp.status());
-    resp.json().await.expect("status body")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_change_mid_page_applies_what_precedes_it_and_halts_at_itself() {

@@ -280,6 +280,18 @@ pub async fn wait_caught_up(
     }
 }
 
+/// `POST /api/v1/replication/{action}` (pause, resume): the region's status after it.
+pub async fn replication_action(
+    http: &reqwest::Client,
+    region: &TestRegion,
+    action: &str,
+) -> ReplicationStatus {
+    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
+    let resp = http.post(&url).send().await.expect("request");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK, "{action}");
+    resp.json().await.expect("status body")
+}
+
 /// Polls the region's status every 20 ms until `reached` holds; panics (naming `what`, with
 /// the status) after [`CATCH_UP`].
 pub async fn wait_status(

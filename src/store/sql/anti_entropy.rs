@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::replication::state_row;
+use super::replication::{insert_catalog, insert_tenant, insert_warehouse, state_row};
 use super::{
     append_change, catalog_from_row, entity_not_found, join_namespace, now_ms,
     properties_from_json, properties_to_json, split_namespace, table_from_row, table_payload,
@@ -398,11 +398,7 @@ async fn ensure_catalog(conn: &mut AnyConnection, state: &CatalogState, now: i64
         .fetch_optional(&mut *conn)
         .await?;
     if found.is_none() {
-        sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
-            .bind(t.id.as_str())
-            .bind(t.name.as_str())
-            .bind(now)
-            .execute(&mut *conn)
+        insert_tenant(conn, t, now)
             .await
             .map_err(|e| conflict("tenant", &t.name, e))?;
     }
@@ -412,19 +408,9 @@ async fn ensure_catalog(conn: &mut AnyConnection, state: &CatalogState, now: i64
         .fetch_optional(&mut *conn)
         .await?;
     if found.is_none() {
-        sqlx::query(
-            "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(w.id.as_str())
-        .bind(w.tenant_id.as_str())
-        .bind(w.name.as_str())
-        .bind(w.bucket.as_str())
-        .bind(w.key_prefix.as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conflict("warehouse", &w.name, e))?;
+        insert_warehouse(conn, w, now)
+            .await
+            .map_err(|e| conflict("warehouse", &w.name, e))?;
     }
     let c = &state.catalog;
     let found = sqlx::query(
@@ -450,19 +436,9 @@ async fn ensure_catalog(conn: &mut AnyConnection, state: &CatalogState, now: i64
             .map_err(|e| conflict("catalog", &c.name, e))?;
         }
         None => {
-            sqlx::query(
-                "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(c.id.as_str())
-            .bind(c.tenant_id.as_str())
-            .bind(c.warehouse_id.as_str())
-            .bind(c.name.as_str())
-            .bind(properties_to_json(&c.properties)?)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conflict("catalog", &c.name, e))?;
+            insert_catalog(conn, c, properties_to_json(&c.properties)?, now)
+                .await
+                .map_err(|e| conflict("catalog", &c.name, e))?;
         }
     }
     Ok(())

@@ -408,11 +408,7 @@ async fn apply_change(
                     ),
                 ));
             }
-            sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
-                .bind(t.id.as_str())
-                .bind(t.name.as_str())
-                .bind(at)
-                .execute(&mut *conn)
+            insert_tenant(conn, t, at)
                 .await
                 .map_err(constraint(seq, "tenant"))?;
         }
@@ -439,19 +435,9 @@ async fn apply_change(
                     ),
                 ));
             }
-            sqlx::query(
-                "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(w.id.as_str())
-            .bind(w.tenant_id.as_str())
-            .bind(w.name.as_str())
-            .bind(w.bucket.as_str())
-            .bind(w.key_prefix.as_str())
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map_err(constraint(seq, "warehouse (its tenant is missing here?)"))?;
+            insert_warehouse(conn, w, at)
+                .await
+                .map_err(constraint(seq, "warehouse (its tenant is missing here?)"))?;
         }
         Change::CreateCatalog(c) => {
             let rows = sqlx::query(
@@ -476,22 +462,12 @@ async fn apply_change(
                     ),
                 ));
             }
-            sqlx::query(
-                "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(c.id.as_str())
-            .bind(c.tenant_id.as_str())
-            .bind(c.warehouse_id.as_str())
-            .bind(c.name.as_str())
-            .bind(properties_to_json(&c.properties)?)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map_err(constraint(
-                seq,
-                "catalog (its tenant or warehouse is missing here?)",
-            ))?;
+            insert_catalog(conn, c, properties_to_json(&c.properties)?, at)
+                .await
+                .map_err(constraint(
+                    seq,
+                    "catalog (its tenant or warehouse is missing here?)",
+                ))?;
         }
         Change::CreateNamespace(n) => create_namespace(conn, seq, at, n).await?,
         Change::UpdateNamespaceProperties(n) => {
@@ -789,4 +765,62 @@ async fn create_namespace(
     .await
     .map_err(constraint(seq, "namespace"))?;
     Ok(())
+}
+
+/// Inserts a tenant row with the given id (both regions use the same ids).
+pub(super) async fn insert_tenant(
+    conn: &mut AnyConnection,
+    t: &Tenant,
+    at: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
+        .bind(t.id.as_str())
+        .bind(t.name.as_str())
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+}
+
+/// Inserts a warehouse row with the given id.
+pub(super) async fn insert_warehouse(
+    conn: &mut AnyConnection,
+    w: &Warehouse,
+    at: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(w.id.as_str())
+    .bind(w.tenant_id.as_str())
+    .bind(w.name.as_str())
+    .bind(w.bucket.as_str())
+    .bind(w.key_prefix.as_str())
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Inserts a catalog row with the given id (`properties` as stored: JSON text).
+pub(super) async fn insert_catalog(
+    conn: &mut AnyConnection,
+    c: &Catalog,
+    properties: String,
+    at: i64,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(c.id.as_str())
+    .bind(c.tenant_id.as_str())
+    .bind(c.warehouse_id.as_str())
+    .bind(c.name.as_str())
+    .bind(properties)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map(drop)
 }
