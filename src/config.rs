@@ -94,6 +94,80 @@ pub struct ReplicationSection {
     /// Per-catalog overrides of `mode`, `sync_policy`, `sync_timeout_ms`, by catalog name.
     #[serde(default)]
     pub catalogs: std::collections::BTreeMap<String, CatalogReplication>,
+    /// The deployment's shared secret of region-to-region replication calls (TEMPORARY,
+    /// until nodes have identities of their own): the replicator sends it with every call to
+    /// a peer's `/api/v1/replication/...` API (header `x-pangolin-peer-secret`), and this
+    /// region accepts a watermark report (`changes?region=..&applied=..`) only with it.
+    /// Without one, reports are refused (fail closed): every region of a deployment needs
+    /// the same value. Never logged or serialized.
+    #[serde(default)]
+    pub peer_secret: Option<PeerSecret>,
+    /// Regions, besides the other `[[regions]]`, that may follow this one and report their
+    /// watermark (a primary without a control plane and without `[[regions]]`, whose
+    /// secondaries name it in `replication.primary`, e.g. the in-process test regions). A
+    /// report naming any other region is refused.
+    #[serde(default, deserialize_with = "names_or_list")]
+    pub followers: Vec<String>,
+}
+
+/// A secret configuration value: compared, never printed (`Debug` and serialization
+/// redact it).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PeerSecret(String);
+
+impl PeerSecret {
+    pub fn new(secret: impl Into<String>) -> PeerSecret {
+        PeerSecret(secret.into())
+    }
+
+    /// The secret itself, to send it or compare it. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// An empty value counts as no secret.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSecret(<redacted>)")
+    }
+}
+
+impl Serialize for PeerSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A list of names, or one string of comma-separated names (as an environment override
+/// gives it).
+fn names_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(v) => v,
+        Names::One(s) => s
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    })
+}
+
+impl ReplicationSection {
+    /// The peer secret, when one is configured (an empty value is none).
+    pub fn peer_secret(&self) -> Option<&PeerSecret> {
+        self.peer_secret.as_ref().filter(|s| !s.is_empty())
+    }
 }
 
 /// `async`: commits are acknowledged once durable at the primary; `sync`: once every
@@ -166,6 +240,8 @@ impl Default for ReplicationSection {
             sync_health_window_ms: default_sync_health_window_ms(),
             read_your_writes_wait_ms: default_read_your_writes_wait_ms(),
             catalogs: Default::default(),
+            peer_secret: None,
+            followers: Vec::new(),
         }
     }
 }
@@ -222,9 +298,19 @@ pub struct CatalogSection {
     /// Largest accepted request body in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Parsed table metadata kept in memory, in entries.
-    #[serde(default = "default_cache_entries")]
-    pub metadata_cache_entries: u64,
+    /// Memory the parsed table metadata cache may use, in bytes (an entry weighs four times
+    /// its JSON: the file plus its parsed form).
+    #[serde(default = "default_cache_bytes")]
+    pub metadata_cache_bytes: u64,
+    /// Largest table, view or namespace property (key plus value), in bytes.
+    #[serde(default = "default_max_property_bytes")]
+    pub max_property_bytes: usize,
+    /// Largest total of one entity's properties (keys plus values), in bytes.
+    #[serde(default = "default_max_properties_bytes")]
+    pub max_properties_bytes: usize,
+    /// Largest table or view metadata file the catalog writes, in bytes.
+    #[serde(default = "default_max_metadata_bytes")]
+    pub max_metadata_bytes: usize,
     /// How long an `Idempotency-Key` is honoured after its first use, in seconds
     /// (advertised in `/v1/config` as `idempotency-key-lifetime`).
     #[serde(default = "default_idempotency_key_lifetime")]
@@ -238,8 +324,20 @@ fn default_max_body() -> usize {
     16 * 1024 * 1024
 }
 
-fn default_cache_entries() -> u64 {
-    10_000
+fn default_cache_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+
+fn default_max_property_bytes() -> usize {
+    256 * 1024
+}
+
+fn default_max_properties_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_max_metadata_bytes() -> usize {
+    32 * 1024 * 1024
 }
 
 fn default_idempotency_key_lifetime() -> u64 {
@@ -596,6 +694,15 @@ const CONFIG_ROOTS: &[&str] = &[
     "faults",
 ];
 
+/// Bounds of `replication.peer_secret`, in characters.
+const MIN_PEER_SECRET_LEN: usize = 16;
+const MAX_PEER_SECRET_LEN: usize = 1024;
+/// Longest name in `replication.followers`.
+const MAX_REGION_NAME_LEN: usize = 128;
+
+/// Keys whose environment override is always a string (a secret made of digits stays one).
+const STRING_KEYS: &[&str] = &["replication__peer_secret"];
+
 /// Longest accepted `catalog.idempotency_key_lifetime_secs`: 7 days.
 const MAX_IDEMPOTENCY_KEY_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
@@ -738,6 +845,30 @@ impl Config {
                 return bad("replication.primary", "must be one of [[regions]]");
             }
         }
+        if let Some(secret) = r.peer_secret() {
+            let s = secret.expose();
+            if s.len() < MIN_PEER_SECRET_LEN
+                || s.len() > MAX_PEER_SECRET_LEN
+                || !s.bytes().all(|b| b.is_ascii_graphic())
+            {
+                // The value itself is never part of the message.
+                return bad(
+                    "replication.peer_secret",
+                    &format!(
+                        "must be {MIN_PEER_SECRET_LEN} to {MAX_PEER_SECRET_LEN} printable ASCII \
+                         characters without spaces (e.g. `openssl rand -hex 32`)"
+                    ),
+                );
+            }
+        }
+        for f in &r.followers {
+            if f.trim().is_empty() || f.len() > MAX_REGION_NAME_LEN {
+                return bad(
+                    "replication.followers",
+                    &format!("region names must be 1 to {MAX_REGION_NAME_LEN} characters"),
+                );
+            }
+        }
         if let Some(c) = &self.control {
             c.validate()?;
             if !self.regions.is_empty() && !names.contains(c.initial_primary.as_str()) {
@@ -779,6 +910,9 @@ fn set_path(root: &mut toml::Table, path: &str, raw: &str) -> Result<(), String>
             .ok_or_else(|| format!("`{p}` is not a section"))?;
     }
     let value = match raw.parse::<i64>() {
+        _ if STRING_KEYS.contains(&parts.join("__").as_str()) => {
+            toml::Value::String(raw.to_string())
+        }
         Ok(i) => toml::Value::Integer(i),
         Err(_) => match raw {
             "true" => toml::Value::Boolean(true),
@@ -899,5 +1033,42 @@ mod tests {
             let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
             assert!(err.contains(named), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn peer_secret_comes_from_the_environment_and_is_never_printed() {
+        let c = Config::parse(DEV, "x", Vec::new()).unwrap();
+        assert!(c.replication.peer_secret().is_none());
+        // Digits stay a string (no leading zero lost).
+        let digits = "0123456789012345678901234567890123";
+        let env = vec![(
+            "PANGOLIN_REPLICATION__PEER_SECRET".to_string(),
+            digits.to_string(),
+        )];
+        let c = Config::parse(DEV, "x", env).unwrap();
+        assert_eq!(c.replication.peer_secret().unwrap().expose(), digits);
+        let printed = format!("{c:?} {}", toml::to_string(&c.replication).unwrap());
+        assert!(!printed.contains(digits), "{printed}");
+        // Empty: none (fail closed); too short: refused without echoing it.
+        let env = vec![(
+            "PANGOLIN_REPLICATION__PEER_SECRET".to_string(),
+            String::new(),
+        )];
+        let c = Config::parse(DEV, "x", env).unwrap();
+        assert!(c.replication.peer_secret().is_none());
+        let env = vec![(
+            "PANGOLIN_REPLICATION__PEER_SECRET".to_string(),
+            "short-one".to_string(),
+        )];
+        let err = Config::parse(DEV, "x", env).unwrap_err().to_string();
+        assert!(err.contains("replication.peer_secret"), "{err}");
+        assert!(!err.contains("short-one"), "{err}");
+        // Followers: a list in the file, comma-separated from the environment.
+        let env = vec![(
+            "PANGOLIN_REPLICATION__FOLLOWERS".to_string(),
+            "eu-west-1, ap-south-1".to_string(),
+        )];
+        let c = Config::parse(DEV, "x", env).unwrap();
+        assert_eq!(c.replication.followers, ["eu-west-1", "ap-south-1"]);
     }
 }

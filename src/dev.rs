@@ -58,13 +58,68 @@ const RESTART_AFTER: Duration = Duration::from_secs(5);
 /// Bound of one fault update sent to a node (a SIGSTOPped node never answers).
 const FAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The peer secret of in-process test regions ([`standalone_config`]): every such region
+/// shares it, so any of them can follow any other. Tests only.
+pub const TEST_PEER_SECRET: &str = "pangolin-in-process-test-regions-peer-secret";
+
+/// The region in-process test regions follow from (`TestRegion::start_secondary_of`).
+const TEST_FOLLOWER: &str = "eu-west-1";
+
 /// The us-east-1 catalog config as a standalone region (no control plane), for in-process
-/// test regions.
+/// test regions: without `[[regions]]`, it lets `eu-west-1` follow it
+/// (`replication.followers`), and it has [`TEST_PEER_SECRET`] unless `env` sets one.
 pub fn standalone_config(env: Vec<(String, String)>) -> anyhow::Result<Config> {
     let mut config = Config::parse(US_EAST_1_TOML, "regions/us-east-1.toml (built in)", env)?;
     config.control = None;
     config.regions.clear();
+    if config.replication.peer_secret.is_none() {
+        config.replication.peer_secret = Some(crate::config::PeerSecret::new(TEST_PEER_SECRET));
+    }
+    if config.replication.followers.is_empty() && config.region.name != TEST_FOLLOWER {
+        config.replication.followers = vec![TEST_FOLLOWER.to_string()];
+    }
     Ok(config)
+}
+
+/// Where `pangolin dev` keeps the deployment's peer secret (`replication.peer_secret`).
+const PEER_SECRET_FILE: &str = "peer_secret";
+
+/// The dev deployment's peer secret: read from `<conf_dir>/peer_secret`, or generated
+/// (256 random bits, hex) and written there (mode 0600) at first start, so restarts keep
+/// it. Never printed.
+fn dev_peer_secret(conf_dir: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = conf_dir.join(PEER_SECRET_FILE);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let secret = text.trim();
+        if secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(secret.to_string());
+        }
+        eprintln!(
+            "[supervisor] {} is not a usable peer secret; generating a new one",
+            file.display()
+        );
+    }
+    // Three v4 UUIDs (366 bits from the OS random generator), condensed by SHA-256.
+    let mut hash = sha2::Sha256::new();
+    for _ in 0..3 {
+        hash.update(uuid::Uuid::new_v4().as_bytes());
+    }
+    let secret = hex::encode(hash.finalize());
+    let tmp = conf_dir.join(format!("{PEER_SECRET_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(secret)
 }
 
 /// Lifecycle state of a dev node, as `GET /dev/v1/nodes` reports it.
@@ -215,6 +270,12 @@ pub async fn run(data_dir: PathBuf, fresh: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", conf_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let conf_dir = data_dir.join("dev");
+    // Region-to-region replication calls carry it (`replication.peer_secret`); an operator's
+    // own PANGOLIN_REPLICATION__PEER_SECRET wins (the children inherit it).
+    let peer_secret = match std::env::var_os(PEER_SECRET_ENV) {
+        Some(_) => None,
+        None => Some(Arc::new(dev_peer_secret(&conf_dir)?)),
+    };
     let exe = std::env::current_exe().context("cannot find the pangolin binary")?;
     let listener = tokio::net::TcpListener::bind(SUPERVISOR_ADDR)
         .await
@@ -249,9 +310,12 @@ pub async fn run(data_dir: PathBuf, fresh: bool) -> anyhow::Result<()> {
             node,
             rx,
             supervisor.clone(),
-            exe.clone(),
-            file,
-            data_dir.clone(),
+            NodeLaunch {
+                exe: exe.clone(),
+                config: file,
+                data_dir: data_dir.clone(),
+                peer_secret: peer_secret.clone(),
+            },
             stop.clone(),
         )));
     }
@@ -265,8 +329,15 @@ pub async fn run(data_dir: PathBuf, fresh: bool) -> anyhow::Result<()> {
         }
     });
     println!(
-        "pangolin dev (data in {})\n  us-east-1  catalog http://127.0.0.1:8181  S3 http://127.0.0.1:9000  voter 127.0.0.1:8190\n  eu-west-1  catalog http://127.0.0.1:8281  S3 http://127.0.0.1:9100  voter 127.0.0.1:8290\n  witness    voter 127.0.0.1:8390\n  supervisor http://{SUPERVISOR_ADDR}/dev/v1/nodes  (kill/stop/restart nodes, isolate regions; docs/fault-injection.md)\n  catalog `demo` in each region; us-east-1 is primary at first start.\nPress Ctrl-C to stop.",
-        data_dir.display()
+        "pangolin dev (data in {})\n  us-east-1  catalog http://127.0.0.1:8181  S3 http://127.0.0.1:9000  voter 127.0.0.1:8190\n  eu-west-1  catalog http://127.0.0.1:8281  S3 http://127.0.0.1:9100  voter 127.0.0.1:8290\n  witness    voter 127.0.0.1:8390\n  supervisor http://{SUPERVISOR_ADDR}/dev/v1/nodes  (kill/stop/restart nodes, isolate regions; docs/fault-injection.md)\n  catalog `demo` in each region; us-east-1 is primary at first start.\n  replication peer secret: {}\nPress Ctrl-C to stop.",
+        data_dir.display(),
+        match peer_secret {
+            Some(_) => format!(
+                "{} (kept across restarts)",
+                conf_dir.join(PEER_SECRET_FILE).display()
+            ),
+            None => format!("from {PEER_SECRET_ENV}"),
+        }
     );
     wait_for_signal().await;
     println!("stopping…");
@@ -295,17 +366,29 @@ fn node_listen(toml_text: &str) -> anyhow::Result<String> {
         .context("a built-in region file has neither catalog.listen nor control.listen")
 }
 
+/// The environment variable of `replication.peer_secret`.
+const PEER_SECRET_ENV: &str = "PANGOLIN_REPLICATION__PEER_SECRET";
+
+/// How a child is started: `<exe> serve --config <config>` on `data_dir`.
+struct NodeLaunch {
+    exe: PathBuf,
+    config: PathBuf,
+    data_dir: PathBuf,
+    /// Passed as PANGOLIN_REPLICATION__PEER_SECRET (None: the child inherits the
+    /// operator's).
+    peer_secret: Option<Arc<String>>,
+}
+
 /// Keeps one child running until `stop`: restarts it when it dies on its own, and obeys
 /// the endpoint's kill and restart.
 async fn supervise(
     node: Arc<DevNode>,
     mut commands: mpsc::Receiver<(Lifecycle, Reply)>,
     supervisor: Arc<Supervisor>,
-    exe: PathBuf,
-    config: PathBuf,
-    data_dir: PathBuf,
+    launch: NodeLaunch,
     stop: CancellationToken,
 ) {
+    let data_dir = &launch.data_dir;
     let name = node.name.clone();
     let pid_file = data_dir.join("dev").join(format!("{name}.pid"));
     // Held down after a kill through the endpoint, until a restart.
@@ -323,7 +406,7 @@ async fn supervise(
                 },
             }
         }
-        let mut child = match spawn_node(&name, &exe, &config, &data_dir) {
+        let mut child = match spawn_node(&name, &launch) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("[{name}] cannot start: {e:#}");
@@ -391,12 +474,18 @@ async fn supervise(
     }
 }
 
-fn spawn_node(name: &str, exe: &Path, config: &Path, data_dir: &Path) -> anyhow::Result<Child> {
-    let mut child = Command::new(exe)
+fn spawn_node(name: &str, launch: &NodeLaunch) -> anyhow::Result<Child> {
+    let mut child = Command::new(&launch.exe)
         .arg("serve")
         .arg("--config")
-        .arg(config)
-        .env("PANGOLIN_DATA_DIR", data_dir)
+        .arg(&launch.config)
+        .env("PANGOLIN_DATA_DIR", &launch.data_dir)
+        .envs(
+            launch
+                .peer_secret
+                .as_deref()
+                .map(|s| (PEER_SECRET_ENV, s.as_str())),
+        )
         .envs(
             std::env::var_os("PANGOLIN_FAULTS__ENABLED")
                 .is_none()

@@ -40,6 +40,9 @@ pub enum CatalogError {
     Storage(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller did not prove it may do this (401 `NotAuthorizedException`).
+    #[error("{0}")]
+    NotAuthorized(String),
 }
 
 impl CatalogError {
@@ -83,6 +86,7 @@ impl CatalogError {
             CatalogError::Storage(_) | CatalogError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "ServiceFailureException")
             }
+            CatalogError::NotAuthorized(_) => (StatusCode::UNAUTHORIZED, "NotAuthorizedException"),
         }
     }
 }
@@ -100,6 +104,7 @@ impl From<StoreError> for CatalogError {
                 "this region may not commit: {e}; retry against the primary region"
             )),
             StoreError::Invalid(m) => CatalogError::BadRequest(m),
+            StoreError::LocationConflict(m) => CatalogError::BadRequest(m),
             e @ (StoreError::Database(_) | StoreError::Migration(_)) => {
                 CatalogError::Internal(e.to_string())
             }

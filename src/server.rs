@@ -249,7 +249,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         authority,
         tenant_id,
         config.bootstrap.catalog.clone(),
-        config.catalog.metadata_cache_entries,
+        crate::catalog::CatalogLimits::from(&config.catalog),
     )
     .with_peers(peers);
     let vended = config.vended_storage_properties(endpoint.as_deref().unwrap_or(""));
@@ -269,6 +269,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         config.regions.iter().map(|r| r.name.clone()),
     ));
     let state = Arc::new(state);
+    let filler = state.clone();
+    tasks.push(tokio::spawn(async move {
+        match filler.catalog.fill_missing_locations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entities = n, "recorded the locations of older tables and views"),
+            Err(e) => tracing::warn!(error = %e, "could not record the locations of older tables and views"),
+        }
+    }));
     let app = api::router(state);
 
     let listener = TcpListener::bind(&config.catalog.listen)

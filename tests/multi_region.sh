@@ -161,6 +161,11 @@ log "multi-region tests (tests/python/test_multi_region.py)"
 PANGOLIN_DEV_DATA_DIR="$DATA" PANGOLIN="$PANGOLIN" PANGOLIN_MR_TIMINGS="$WORK/leader-kill.json" \
   "$PY" -m pytest -s -v tests/python/test_multi_region.py ${PYTEST_ARGS:-} || fail "tests/python/test_multi_region.py"
 
+log "hardening regression tests in both regions (locations, replication reports, HTTP limits)"
+for suite in tests/python/test_locations.py; do
+  "$PY" -m pytest -v "$suite" ${PYTEST_ARGS:-} || fail "$suite"
+done
+
 log "the primary survives a restart of the whole deployment"
 before=""
 if ! admin control switchover --to eu-west-1 >"$WORK/switchover.json" 2>>"$LOG"; then

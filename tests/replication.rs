@@ -798,11 +798,13 @@ mod store_apply {
                         table_id: t.id.clone(),
                         expected_version: 1,
                         new_metadata_location: "s3://b/t/2.json".into(),
+                        new_location: None,
                     },
                     PointerSwap {
                         table_id: u.id.clone(),
                         expected_version: 1,
                         new_metadata_location: "s3://b/u/2.json".into(),
+                        new_location: None,
                     },
                 ],
             )
@@ -815,6 +817,7 @@ mod store_apply {
                     table_id: v.id.clone(),
                     expected_version: 1,
                     new_metadata_location: "s3://b/v/2.json".into(),
+                    new_location: None,
                 }],
             )
             .await
@@ -946,6 +949,7 @@ mod store_apply {
                     table_id: t.id.clone(),
                     expected_version: 2,
                     new_metadata_location: "s3://b/t/3.json".into(),
+                    new_location: None,
                 }],
             )
             .await

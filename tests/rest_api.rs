@@ -809,6 +809,16 @@ async fn spec_edge_cases_answer_documented_statuses() {
     // registerTable with overwrite moves an existing table to the registered file.
     let other = f.create_table("accounting", "other").await;
     let file = other["metadata-location"].as_str().unwrap();
+    // While `other` is live it owns the file's location: no second table may point there.
+    let (s, b) = send(
+        f.http
+            .post(f.url("/namespaces/accounting/register"))
+            .json(&json!({"name": "sorted", "metadata-location": file, "overwrite": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, _) = send(f.http.delete(f.url("/namespaces/accounting/tables/other"))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = send(
         f.http
             .post(f.url("/namespaces/accounting/register"))

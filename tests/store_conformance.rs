@@ -272,6 +272,7 @@ fn swap(table: &TableRecord, expected_version: i64, location: &str) -> PointerSw
         table_id: table.id.clone(),
         expected_version,
         new_metadata_location: location.to_owned(),
+    new_location: None,
     }
 }
 

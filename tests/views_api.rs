@@ -572,6 +572,13 @@ async fn register_view_points_at_an_existing_metadata_file() {
     assert_eq!(s, StatusCode::CONFLICT);
     assert_error(&b, s, "AlreadyExistsException");
 
+    // The file's view owns its location: a second live view there is refused.
+    let (s, b) = send(register("again", location)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_error(&b, s, "BadRequestException");
+    // Once the view is dropped, its metadata file can be registered again.
+    let (s, _) = send(f.http.delete(f.url("/namespaces/ns/views/v"))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = send(register("again", location)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["metadata-location"], location);

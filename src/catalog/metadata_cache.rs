@@ -114,9 +114,16 @@ pub struct MetadataCache {
 }
 
 impl MetadataCache {
-    pub fn new(max_entries: u64) -> MetadataCache {
+    /// A cache holding at most about `max_bytes` of metadata: an entry weighs four times its
+    /// JSON (the bytes served plus the parsed form, which takes a few times the JSON's size).
+    pub fn new(max_bytes: u64) -> MetadataCache {
         MetadataCache {
-            inner: moka::sync::Cache::new(max_entries.max(1)),
+            inner: moka::sync::Cache::builder()
+                .max_capacity(max_bytes.max(1))
+                .weigher(|_, entry: &Arc<CachedMetadata>| {
+                    u32::try_from(entry.json.len().saturating_mul(4)).unwrap_or(u32::MAX)
+                })
+                .build(),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::store::{
 };
 
 mod fresh_ids;
+pub mod locations;
 mod metadata_cache;
 pub mod model;
 mod requirements;
@@ -70,11 +71,76 @@ pub enum CreatedTable {
     Staged(Arc<CachedMetadata>),
 }
 
+/// Size bounds on what clients may make the catalog store and keep in memory.
+#[derive(Debug, Clone)]
+pub struct CatalogLimits {
+    pub metadata_cache_bytes: u64,
+    /// One property, key plus value.
+    pub max_property_bytes: usize,
+    /// All properties of one entity, keys plus values.
+    pub max_properties_bytes: usize,
+    /// One metadata file as written.
+    pub max_metadata_bytes: usize,
+}
+
+impl From<&crate::config::CatalogSection> for CatalogLimits {
+    fn from(c: &crate::config::CatalogSection) -> Self {
+        CatalogLimits {
+            metadata_cache_bytes: c.metadata_cache_bytes,
+            max_property_bytes: c.max_property_bytes,
+            max_properties_bytes: c.max_properties_bytes,
+            max_metadata_bytes: c.max_metadata_bytes,
+        }
+    }
+}
+
+impl CatalogLimits {
+    /// 413 when a property or all of them together are larger than allowed.
+    pub fn check_properties<'a>(
+        &self,
+        what: &str,
+        properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<()> {
+        let mut total = 0usize;
+        for (k, v) in properties {
+            let size = k.len() + v.len();
+            if size > self.max_property_bytes {
+                let shown: String = k.chars().take(64).collect();
+                return Err(CatalogError::PayloadTooLarge(format!(
+                    "{what} property {shown:?} is {size} bytes; at most {} bytes per property \
+                     (key plus value) are accepted",
+                    self.max_property_bytes
+                )));
+            }
+            total += size;
+        }
+        if total > self.max_properties_bytes {
+            return Err(CatalogError::PayloadTooLarge(format!(
+                "{what} properties total {total} bytes; at most {} bytes are accepted",
+                self.max_properties_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// 413 when a metadata file would be larger than allowed.
+    pub fn check_metadata_size(&self, what: &str, size: usize) -> Result<()> {
+        if size > self.max_metadata_bytes {
+            return Err(CatalogError::PayloadTooLarge(format!(
+                "{what} metadata would be {size} bytes; at most {} bytes are accepted",
+                self.max_metadata_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The region's catalog service.
 pub struct CatalogService {
     store: Arc<dyn MetadataStore>,
     objects: ObjectStore,
     cache: MetadataCache,
+    limits: CatalogLimits,
     tenant_id: String,
     default_catalog: String,
     catalogs: RwLock<HashMap<String, Arc<ResolvedCatalog>>>,
@@ -95,6 +161,11 @@ pub fn validate_name(kind: &str, part: &str) -> Result<()> {
     if part.len() > MAX_NAME_BYTES {
         return Err(CatalogError::bad_request(format!(
             "Invalid {kind} name: longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if part == "." || part == ".." {
+        return Err(CatalogError::bad_request(format!(
+            "Invalid {kind} name {part:?}: '.' and '..' are reserved"
         )));
     }
     if part
@@ -182,12 +253,13 @@ impl CatalogService {
         authority: Arc<dyn WriteAuthority>,
         tenant_id: String,
         default_catalog: String,
-        cache_entries: u64,
+        limits: CatalogLimits,
     ) -> CatalogService {
         CatalogService {
             store,
             objects,
-            cache: MetadataCache::new(cache_entries),
+            cache: MetadataCache::new(limits.metadata_cache_bytes),
+            limits,
             tenant_id,
             default_catalog,
             catalogs: RwLock::new(HashMap::new()),
@@ -229,6 +301,10 @@ impl CatalogService {
         &self.objects
     }
 
+    pub fn limits(&self) -> &CatalogLimits {
+        &self.limits
+    }
+
     pub fn default_catalog(&self) -> &str {
         &self.default_catalog
     }
@@ -246,6 +322,43 @@ impl CatalogService {
             self.authority.observe_epoch(current);
         }
         e.into()
+    }
+
+    /// Fills in the locations of rows written before locations were recorded, from the
+    /// metadata files they point at (a purge purges nothing while any row lacks one).
+    pub async fn fill_missing_locations(&self) -> Result<usize> {
+        let mut filled = 0;
+        let mut unreadable = std::collections::HashSet::new();
+        loop {
+            let rows = self.store.entities_without_location(500).await?;
+            let pending: Vec<_> = rows
+                .into_iter()
+                .filter(|r| !unreadable.contains(&r.id))
+                .collect();
+            if pending.is_empty() {
+                return Ok(filled);
+            }
+            for row in pending {
+                let location = match self.objects.get(&row.metadata_location).await {
+                    Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["location"].as_str().map(str::to_string)),
+                    Err(_) => None,
+                };
+                match location {
+                    Some(l) if !l.trim_end_matches('/').is_empty() => {
+                        self.store
+                            .fill_location(&row.id, l.trim_end_matches('/'))
+                            .await?;
+                        filled += 1;
+                    }
+                    _ => {
+                        tracing::warn!(id = %row.id, metadata = %row.metadata_location, "cannot read the location of a table or view; purges stay off until it is known");
+                        unreadable.insert(row.id);
+                    }
+                }
+            }
+        }
     }
 
     // ---- catalogs ------------------------------------------------------------------------
@@ -281,6 +394,7 @@ impl CatalogService {
         properties: &HashMap<String, String>,
     ) -> Result<HashMap<String, String>> {
         validate_namespace(ns)?;
+        self.limits.check_properties("Namespace", properties)?;
         // Missing ancestors are created first (empty properties), as the spec's own example
         // creates `accounting.tax` in an empty catalog.
         for depth in 1..ns.len() {
@@ -358,6 +472,14 @@ impl CatalogService {
             return Err(CatalogError::Unprocessable(format!(
                 "Property {k:?} is both removed and updated"
             )));
+        }
+        if !updates.is_empty() {
+            let mut merged = self.load_namespace(cat, ns).await?;
+            for k in removals {
+                merged.remove(k);
+            }
+            merged.extend(updates.iter().map(|(k, v)| (k.clone(), v.clone())));
+            self.limits.check_properties("Namespace", &merged)?;
         }
         match self
             .store
@@ -489,7 +611,7 @@ impl CatalogService {
             }));
         }
         let location = match req.location {
-            Some(l) if !l.is_empty() => l.trim_end_matches('/').to_string(),
+            Some(l) if !l.is_empty() => locations::check_location(&cat.warehouse, "location", &l)?,
             _ => self.default_location(cat, ns, &req.name),
         };
         let mut properties = req.properties;
@@ -540,17 +662,19 @@ impl CatalogService {
         metadata: TableMetadata,
         metadata_location: String,
     ) -> Result<LoadedTable> {
+        let location = locations::check_location(&cat.warehouse, "location", metadata.location())?;
         self.authority.ensure_can_commit()?;
         let cached = self.write_metadata(&metadata_location, metadata).await?;
         match self
             .store
-            .create_table(
+            .create_entity(
                 &self.ctx(),
                 &cat.catalog.id,
                 ns,
                 name,
                 EntityKind::Table,
                 &metadata_location,
+                &location,
             )
             .await
         {
@@ -570,7 +694,11 @@ impl CatalogService {
         location: &str,
         metadata: TableMetadata,
     ) -> Result<Arc<CachedMetadata>> {
+        self.limits
+            .check_properties("Table", metadata.properties())?;
         let cached = CachedMetadata::new(metadata, None)?;
+        self.limits
+            .check_metadata_size("Table", cached.json.len())?;
         self.objects
             .put(location, cached.json.clone())
             .await
@@ -594,6 +722,11 @@ impl CatalogService {
         overwrite: bool,
     ) -> Result<LoadedTable> {
         validate_name("table", name)?;
+        locations::check_location(&cat.warehouse, "metadata location", metadata_location)?;
+        if let Ok(Some(info)) = self.objects.head(metadata_location).await {
+            self.limits
+                .check_metadata_size("Registered table", usize::try_from(info.size).unwrap_or(usize::MAX))?;
+        }
         let bytes = self
             .objects
             .get(metadata_location)
@@ -604,6 +737,8 @@ impl CatalogService {
                 "Metadata file {metadata_location} is not valid table metadata: {e}"
             ))
         })?;
+        let location =
+            locations::check_location(&cat.warehouse, "table location", metadata.location())?;
         let cached = self.cache.insert(metadata_location, metadata, bytes);
         if overwrite {
             if let Some(existing) = self.store.get_table(&cat.catalog.id, ns, name).await? {
@@ -619,6 +754,7 @@ impl CatalogService {
                         table_id: existing.id.clone(),
                         expected_version: existing.version,
                         new_metadata_location: metadata_location.to_string(),
+                        new_location: Some(location.clone()),
                     },
                     cached,
                 };
@@ -637,13 +773,14 @@ impl CatalogService {
         }
         let record = match self
             .store
-            .create_table(
+            .create_entity(
                 &self.ctx(),
                 &cat.catalog.id,
                 ns,
                 name,
                 EntityKind::Table,
                 metadata_location,
+                &location,
             )
             .await
         {
@@ -694,8 +831,9 @@ impl CatalogService {
         }
     }
 
-    /// Drops the pointer, then (with `purge`) deletes every object under the table location.
-    /// A crash between the two leaves unreferenced files, never a pointer to missing files.
+    /// Drops the pointer, then (with `purge`) deletes the objects under the locations the
+    /// table owned that no other live table or view covers (see [`locations`]). A crash
+    /// between the two leaves unreferenced files, never a pointer to missing files.
     pub async fn drop_table(
         &self,
         cat: &ResolvedCatalog,
@@ -703,12 +841,6 @@ impl CatalogService {
         name: &str,
         purge: bool,
     ) -> Result<()> {
-        let location = if purge {
-            let t = self.load_table(cat, ns, name).await?;
-            Some(t.metadata.metadata.location().to_string())
-        } else {
-            None
-        };
         let dropped = match self
             .store
             .drop_table_purging(
@@ -724,19 +856,22 @@ impl CatalogService {
             Ok(r) => r,
             Err(e) => return Err(self.write_err(e).await),
         };
-        self.cache.remove(&dropped.metadata_location);
-        if let Some(location) = location {
-            let (bucket, key) = crate::storage::parse_location(&location).map_err(storage_err)?;
-            if key.trim_matches('/').is_empty() {
-                tracing::warn!(%location, "not purging a table located at a bucket root");
-                return Ok(());
+        self.cache.remove(&dropped.record.metadata_location);
+        if purge {
+            let owned = dropped.locations();
+            let outcome =
+                locations::purge_locations(self.store.as_ref(), &self.objects, &owned)
+                    .await
+                    .map_err(CatalogError::Storage)?;
+            if !outcome.skipped_locations.is_empty() || outcome.kept > 0 {
+                tracing::warn!(
+                    table = %table_display(ns, name),
+                    skipped = ?outcome.skipped_locations,
+                    kept = outcome.kept,
+                    "purge left files another table or view owns"
+                );
             }
-            let n = self
-                .objects
-                .delete_prefix(&format!("s3://{bucket}/{}", key.trim_end_matches('/')))
-                .await
-                .map_err(storage_err)?;
-            tracing::info!(table = %table_display(ns, name), objects = n, "purged table files");
+            tracing::info!(table = %table_display(ns, name), objects = outcome.deleted, "purged table files");
         }
         Ok(())
     }
@@ -745,6 +880,7 @@ impl CatalogService {
     /// writes the next metadata file. Nothing is published yet.
     async fn prepare_update(
         &self,
+        warehouse: &Warehouse,
         record: TableRecord,
         requirements: &[TableRequirement],
         updates: &[TableUpdate],
@@ -785,6 +921,15 @@ impl CatalogService {
                 );
             }
         }
+        let moved_to = if built.metadata.location() != base.metadata.location() {
+            Some(locations::check_location(
+                warehouse,
+                "location",
+                built.metadata.location(),
+            )?)
+        } else {
+            None
+        };
         let version = metadata_version(&record.metadata_location).map_or(1, |v| v + 1);
         let new_location = metadata_file_location(built.metadata.location(), version);
         let cached = self.write_metadata(&new_location, built.metadata).await?;
@@ -793,6 +938,7 @@ impl CatalogService {
                 table_id: record.id.clone(),
                 expected_version: record.version,
                 new_metadata_location: new_location,
+                new_location: moved_to,
             },
             cached,
         }))
@@ -860,7 +1006,7 @@ impl CatalogService {
                 return Err(Self::no_such_table(ns, name));
             };
             let staged = match self
-                .prepare_update(record, &requirements, &updates, origin)
+                .prepare_update(&cat.warehouse, record, &requirements, &updates, origin)
                 .await?
             {
                 Prepared::Unchanged(t) => return Ok(t),
@@ -917,7 +1063,10 @@ impl CatalogService {
                     .get_entity(cat, &id.namespace, &id.name, EntityKind::Table)
                     .await
                 {
-                    Ok(Some(record)) => self.prepare_update(record, reqs, ups, origin).await,
+                    Ok(Some(record)) => {
+                        self.prepare_update(&cat.warehouse, record, reqs, ups, origin)
+                            .await
+                    }
                     Ok(None) => Err(Self::no_such_table(&id.namespace, &id.name)),
                     Err(e) => Err(e),
                 };

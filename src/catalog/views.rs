@@ -201,7 +201,9 @@ impl CatalogService {
         };
         let mut value = serde_json::to_value(metadata).map_err(err)?;
         super::metadata_cache::float_defaults_as_sent(&mut value);
+        self.limits.check_properties("View", metadata.properties())?;
         let json = Bytes::from(serde_json::to_vec(&value).map_err(err)?);
+        self.limits.check_metadata_size("View", json.len())?;
         self.objects
             .put(location, json.clone())
             .await
@@ -266,7 +268,9 @@ impl CatalogService {
             return Err(name_taken(existing.kind, ns, &req.name));
         }
         let location = match req.location {
-            Some(l) if !l.trim_end_matches('/').is_empty() => l,
+            Some(l) if !l.trim_end_matches('/').is_empty() => {
+                super::locations::check_location(&cat.warehouse, "location", &l)?
+            }
             _ => self.default_location(cat, ns, &req.name),
         };
         let metadata = ViewMetadataBuilder::new(
@@ -279,19 +283,21 @@ impl CatalogService {
         .build()?
         .metadata;
         let metadata_location = metadata_file_location(metadata.location(), 0);
+        let location = metadata.location().to_string();
         self.authority.ensure_can_commit()?;
         let json = self
             .write_view_metadata(&metadata_location, &metadata)
             .await?;
         match self
             .store
-            .create_table(
+            .create_entity(
                 &self.ctx(),
                 &cat.catalog.id,
                 ns,
                 &req.name,
                 EntityKind::View,
                 &metadata_location,
+                &location,
             )
             .await
         {
@@ -316,6 +322,11 @@ impl CatalogService {
     ) -> Result<LoadedView> {
         validate_namespace(ns)?;
         validate_name("view", &req.name)?;
+        super::locations::check_location(
+            &cat.warehouse,
+            "metadata location",
+            &req.metadata_location,
+        )?;
         let json = self
             .objects
             .get(&req.metadata_location)
@@ -327,15 +338,18 @@ impl CatalogService {
                 req.metadata_location
             ))
         })?;
+        let location =
+            super::locations::check_location(&cat.warehouse, "view location", metadata.location())?;
         let record = match self
             .store
-            .create_table(
+            .create_entity(
                 &self.ctx(),
                 &cat.catalog.id,
                 ns,
                 &req.name,
                 EntityKind::View,
                 &req.metadata_location,
+                &location,
             )
             .await
         {
@@ -371,12 +385,22 @@ impl CatalogService {
                 return Ok(base);
             };
             let version = metadata_version(&base.record.metadata_location).map_or(1, |v| v + 1);
+            let moved_to = if metadata.location() != base.metadata.location() {
+                Some(super::locations::check_location(
+                    &cat.warehouse,
+                    "location",
+                    metadata.location(),
+                )?)
+            } else {
+                None
+            };
             let new_location = metadata_file_location(metadata.location(), version);
             let json = self.write_view_metadata(&new_location, &metadata).await?;
             let swap = PointerSwap {
                 table_id: base.record.id.clone(),
                 expected_version: base.record.version,
                 new_metadata_location: new_location.clone(),
+                new_location: moved_to,
             };
             if let Err(e) = self.authority.ensure_can_commit() {
                 self.discard(&new_location).await;

@@ -5,7 +5,12 @@
 //!   (`limit` 1..=10000, default 500), as a [`ChangesPage`]. A long poll: it answers as soon
 //!   as records exist, else after `wait_ms` (at most 60000, default 0) with none. A
 //!   secondary's replicator adds `region=<its region>&applied=<its watermark>`: the primary
-//!   learns how far each secondary applied (sync mode, lag metrics).
+//!   learns how far each secondary applied (sync mode, lag metrics). Such a report is taken
+//!   only from a region of the configured topology (else 400, nothing recorded), with the
+//!   deployment's peer secret in `x-pangolin-peer-secret` (else 401, nothing recorded;
+//!   refused altogether when this region has no `replication.peer_secret`), and only up to
+//!   what this node shipped that region (see [`super::sync::SyncReplication::report`]). A
+//!   read without `region`/`applied` needs no secret for now.
 //! - `GET status`: [`super::ReplicationStatus`] of this region, plus the replication mode
 //!   of its catalogs and, on the primary, its secondaries (applied watermark, health,
 //!   degraded).
@@ -17,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::replicator::{ChangesPage, Replication, ReplicationStatus};
 use super::sync::SecondaryStatus;
@@ -36,6 +43,40 @@ const MAX_WAIT_MS: u64 = 60_000;
 /// How often a long poll looks for new records (the log may be written by any node of the
 /// region, so it is read, not notified).
 const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Header carrying the deployment's peer secret (`replication.peer_secret`) on
+/// region-to-region replication calls. A stand-in until nodes have identities.
+pub const PEER_SECRET_HEADER: &str = "x-pangolin-peer-secret";
+
+/// Whether `given` equals `expected`, in time independent of where they differ and of
+/// their lengths (both are hashed first, then every byte of the digests is compared).
+fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Checks the peer secret of a request that reports for a region. Fails closed: without a
+/// configured secret no report is accepted. The secret is never logged or echoed.
+fn authenticate_peer(state: &AppState, headers: &HeaderMap) -> Result<(), CatalogError> {
+    let Some(expected) = state.sync.settings().peer_secret() else {
+        return Err(CatalogError::NotAuthorized(format!(
+            "region {} has no replication.peer_secret configured: replication reports are refused",
+            state.region
+        )));
+    };
+    let given = headers.get(PEER_SECRET_HEADER).map(|v| v.as_bytes());
+    match given {
+        Some(given) if secrets_equal(given, expected.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(CatalogError::NotAuthorized(format!(
+            "replication report refused: wrong {PEER_SECRET_HEADER}"
+        ))),
+        None => Err(CatalogError::NotAuthorized(format!(
+            "replication reports need the deployment's peer secret in {PEER_SECRET_HEADER} \
+             (replication.peer_secret)"
+        ))),
+    }
+}
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -59,6 +100,7 @@ struct ChangesQuery {
 
 async fn changes(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     query: Result<Query<ChangesQuery>, QueryRejection>,
 ) -> Result<Json<ChangesPage>, CatalogError> {
     let Query(q) = query.map_err(|e| CatalogError::bad_request(format!("Invalid query: {e}")))?;
@@ -71,14 +113,43 @@ async fn changes(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
-    let _poll = match (&q.region, q.applied) {
-        (Some(region), Some(applied)) if *region != state.region && applied >= 0 => {
-            Some(state.sync.poll_started(region, applied))
+    let store = state.catalog.store();
+    // A pull naming its region (with or without its watermark) is a replicator's: from a
+    // configured region (400 otherwise), carrying the peer secret (401 otherwise). Both are
+    // checked before anything is recorded.
+    let reporter = match (&q.region, q.applied) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(CatalogError::bad_request(
+                "applied needs the reporting region (region=<name>)",
+            ))
+        }
+        (Some(region), _) => {
+            state
+                .sync
+                .check_peer(region)
+                .map_err(|e| CatalogError::bad_request(e.to_string()))?;
+            authenticate_peer(&state, &headers)?;
+            Some(region.as_str())
+        }
+    };
+    let report_epoch = match reporter {
+        Some(_) => Some(store.current_epoch().await?),
+        None => None,
+    };
+    let _poll = match (reporter, report_epoch) {
+        (Some(region), Some(epoch)) => {
+            let head = store.replication_watermark().await?.seq;
+            Some(
+                state
+                    .sync
+                    .report(region, q.after, q.applied, head, epoch)
+                    .map_err(|e| CatalogError::bad_request(e.to_string()))?,
+            )
         }
         _ => None,
     };
-    let store = state.catalog.store();
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let shutdown = state
         .replication
         .as_ref()
@@ -97,6 +168,11 @@ async fn changes(
     };
     let head = store.replication_watermark().await?.seq;
     let head = records.last().map_or(head, |r| r.seq.max(head));
+    if let (Some(region), Some(epoch), Some(last)) = (reporter, report_epoch, records.last()) {
+        // Only records really put in the page count as shipped; an empty page ships
+        // nothing (the region's `after` is its own word).
+        state.sync.shipped(region, epoch, last.seq);
+    }
     Ok(Json(ChangesPage {
         region: state.region.clone(),
         head,

@@ -206,6 +206,41 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The client of every call this region makes to a peer's `/api/v1/replication/...` API
+/// (pulls, continuity checks, verify, resync, failback): it sends the deployment's peer
+/// secret on each (`x-pangolin-peer-secret`, marked sensitive so it is never printed).
+fn peer_client(settings: &ReplicationSection) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = settings.peer_secret() {
+        match reqwest::header::HeaderValue::from_str(secret.expose()) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                headers.insert(super::api::PEER_SECRET_HEADER, v);
+            }
+            // Config validation refuses such values; the secret itself is not logged.
+            Err(_) => tracing::error!("replication.peer_secret is not a valid header value"),
+        }
+    }
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
+/// What a pull tells the primary about this region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pull {
+    /// Nothing: a probe (continuity check, lag refresh) whose records are not applied.
+    Probe,
+    /// `region`: records this region will apply (the rest of a multi-table commit), so the
+    /// primary counts them as shipped to it.
+    Ship,
+    /// `region` and `applied` (= `after`, the watermark): the main pull, once this region's
+    /// log is known to continue the primary's.
+    Report,
+}
+
 /// A region's replication: the replicator task and its status, pause and resume.
 pub struct Replication {
     region: String,
@@ -252,10 +287,7 @@ impl Replication {
         settings: ReplicationSection,
         shutdown: CancellationToken,
     ) -> Replication {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let http = peer_client(&settings);
         let copier = ObjectCopier::new(settings.copy_parallelism, 5).with_backoff(
             Duration::from_millis(settings.retry_initial_ms.max(1)),
             Duration::from_millis(settings.retry_max_ms.max(1)),
@@ -415,6 +447,14 @@ impl Replication {
 
     /// Starts the replicator task; it stops with the node's shutdown token.
     pub fn spawn(self: &Arc<Self>) -> JoinHandle<()> {
+        if self.settings.peer_secret().is_none() && !self.peers.is_empty() {
+            tracing::error!(
+                region = %self.region,
+                "replication.peer_secret is not set: a primary refuses this region's pulls \
+                 (401) and it cannot replicate; set the same secret in every region \
+                 (PANGOLIN_REPLICATION__PEER_SECRET)"
+            );
+        }
         self.running.store(true, Ordering::Release);
         let me = self.clone();
         tokio::spawn(async move { me.run().await })
@@ -658,7 +698,7 @@ impl Replication {
         let Some(peer) = self.peers.get(&primary) else {
             return;
         };
-        if let Ok(page) = self.fetch(peer, watermark, 1, 0, false).await {
+        if let Ok(page) = self.fetch(peer, watermark, 1, 0, Pull::Probe).await {
             let mut p = self.progress();
             p.primary_head = Some(page.head);
             p.pulled = page.records.iter().map(|r| (r.seq, r.created_ms)).collect();
@@ -730,7 +770,7 @@ impl Replication {
                 wm.seq,
                 self.settings.batch_size,
                 self.settings.poll_wait_ms,
-                true,
+                Pull::Report,
             )
             .await?;
         {
@@ -786,7 +826,7 @@ impl Replication {
         after: i64,
         limit: u32,
         wait_ms: u64,
-        report_applied: bool,
+        pull: Pull,
     ) -> Result<ChangesPage, RoundError> {
         let url = format!(
             "{}/api/v1/replication/changes?after={after}&limit={limit}&wait_ms={wait_ms}",
@@ -799,12 +839,18 @@ impl Replication {
         // `region` and `applied` tell the primary how far this region has applied (sync mode).
         // Only the main pull reports, which runs once this region's log is known to continue
         // the primary's: a former primary checking continuity (failback) holds records the
-        // primary never had, and its watermark must not count as applied there.
-        if report_applied {
-            let applied = *self.applied.borrow();
-            req = req
-                .query(&[("region", self.region.as_str())])
-                .query(&[("applied", applied)]);
+        // primary never had, and its watermark must not count as applied there. It reports
+        // the watermark it asks records after (`applied` = `after`): the primary counts it
+        // once it has shipped this region that far (see `SyncReplication::report`). The
+        // peer secret travels in a default header of `self.http`.
+        match pull {
+            Pull::Probe => {}
+            Pull::Ship => req = req.query(&[("region", self.region.as_str())]),
+            Pull::Report => {
+                req = req
+                    .query(&[("region", self.region.as_str())])
+                    .query(&[("applied", after)]);
+            }
         }
         let resp = req
             .timeout(Duration::from_millis(wait_ms) + Duration::from_secs(30))
@@ -847,7 +893,7 @@ impl Replication {
         let Some(mine) = local.into_iter().next().filter(|r| r.seq == watermark) else {
             return Ok(false);
         };
-        let page = self.fetch(peer, watermark - 1, 1, 0, false).await?;
+        let page = self.fetch(peer, watermark - 1, 1, 0, Pull::Probe).await?;
         let continues = match page.records.first() {
             _ if page.head < watermark => false,
             Some(theirs) if theirs.seq == watermark => {
@@ -902,7 +948,7 @@ impl Replication {
                 Some(p) if p.txn_index + 1 < p.txn_count => p.txn_count - p.txn_index - 1,
                 _ => return Ok(()),
             };
-            let more = self.fetch(peer, last.seq, missing, 0, false).await?;
+            let more = self.fetch(peer, last.seq, missing, 0, Pull::Ship).await?;
             if more.records.is_empty() {
                 break;
             }
@@ -1121,11 +1167,17 @@ impl Replication {
         let Some(metadata_location) = record.payload["metadata_location"].as_str() else {
             return;
         };
-        let location =
-            match super::resync::read_table_metadata(&self.local, metadata_location).await {
-                Ok(metadata) => metadata.location().to_string(),
+        let mut owned: Vec<String> = record.payload["retired_locations"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        match record.payload["location"].as_str() {
+            Some(location) if !location.is_empty() => owned.push(location.to_string()),
+            // A record from a primary that did not record locations: the metadata says.
+            _ => match super::resync::read_table_metadata(&self.local, metadata_location).await {
+                Ok(metadata) => owned.push(metadata.location().trim_end_matches('/').to_string()),
                 Err(_) => match metadata_location.rsplit_once("/metadata/") {
-                    Some((root, _)) => root.to_string(),
+                    Some((root, _)) => owned.push(root.to_string()),
                     None => {
                         tracing::warn!(
                             seq = record.seq,
@@ -1135,22 +1187,20 @@ impl Replication {
                         return;
                     }
                 },
-            };
-        let Ok((bucket, key)) = crate::storage::parse_location(&location) else {
-            tracing::warn!(seq = record.seq, %location, "invalid table location; its files stay");
-            return;
-        };
-        if key.trim_matches('/').is_empty() {
-            tracing::warn!(seq = record.seq, %location, "not purging a table located at a bucket root");
-            return;
+            },
         }
-        let prefix = format!("s3://{bucket}/{}", key.trim_end_matches('/'));
-        match self.local.delete_prefix(&prefix).await {
-            Ok(n) => {
-                tracing::info!(region = %self.region, seq = record.seq, %location, objects = n, "purged the dropped table's files here")
+        // The same rule as the primary's, against this region's own rows.
+        match crate::catalog::locations::purge_locations(self.store.as_ref(), &self.local, &owned)
+            .await
+        {
+            Ok(outcome) => {
+                if !outcome.skipped_locations.is_empty() || outcome.kept > 0 {
+                    tracing::warn!(region = %self.region, seq = record.seq, skipped = ?outcome.skipped_locations, kept = outcome.kept, "purge left files another table or view owns here");
+                }
+                tracing::info!(region = %self.region, seq = record.seq, locations = ?owned, objects = outcome.deleted, "purged the dropped table's files here")
             }
             Err(e) => {
-                tracing::warn!(region = %self.region, seq = record.seq, %location, error = %e, "purging the dropped table's files failed; they stay as unreferenced files")
+                tracing::warn!(region = %self.region, seq = record.seq, locations = ?owned, error = %e, "purging the dropped table's files failed; they stay as unreferenced files")
             }
         }
     }

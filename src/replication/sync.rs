@@ -11,8 +11,15 @@
 //! handled by the catalog's [`SyncPolicy`]: `block` fails the write with 503 (the commit IS
 //! durable at the primary), `degrade` acknowledges it and reports the region degraded until
 //! it applied everything acknowledged without it.
+//!
+//! Reports are trusted only as far as this node can check them ([`SyncReplication::report`]):
+//! only the regions of the configured topology may report (nothing is kept for any other
+//! name), and a region counts as having applied a seq only when this node has shipped it
+//! that seq in a page of the change log — the highest seq shipped to each region is tracked
+//! ([`SyncReplication::shipped`]). A known watermark never moves backwards. The peer secret
+//! that authenticates reports is checked by the API (`super::api`) before any of this.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -58,12 +65,49 @@ const RECENT_COMMITS: usize = 65_536;
 /// A secondary region as the primary sees it through its pulls.
 #[derive(Debug, Clone)]
 struct Secondary {
-    /// Highest watermark it reported (None: it has not polled since this node started).
+    /// Highest watermark it reported that this node could check, i.e. at most what this
+    /// node shipped it (None: no such report since this node started or its epoch changed).
     applied: Option<i64>,
+    /// Highest seq this node put in a page of the change log answered to this region (0:
+    /// none yet, since this node started or its epoch changed).
+    shipped: i64,
     last_seen: Instant,
     last_seen_ms: Option<i64>,
     in_flight: u32,
     degraded: Option<Degradation>,
+}
+
+impl Secondary {
+    fn new() -> Secondary {
+        Secondary {
+            applied: None,
+            shipped: 0,
+            last_seen: Instant::now(),
+            last_seen_ms: None,
+            in_flight: 0,
+            degraded: None,
+        }
+    }
+}
+
+/// The secondaries, and the fencing epoch of this node's log their figures refer to.
+#[derive(Debug, Default)]
+struct Secondaries {
+    /// Epoch of the change log the watermarks and shipped seqs were learnt under (None:
+    /// no pull yet).
+    epoch: Option<i64>,
+    regions: HashMap<String, Secondary>,
+}
+
+/// Why a pull's report was refused (answered 400; nothing is recorded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// Not a region of the configured topology (or this region itself).
+    #[error("region {0:?} is not a replication peer of this region: only the regions of the configured topology ([[regions]], replication.followers) may report")]
+    UnknownRegion(String),
+    /// A watermark this node cannot have caused.
+    #[error("{0}")]
+    Implausible(String),
 }
 
 /// A secondary acknowledged commits went without (policy `degrade`).
@@ -146,7 +190,7 @@ pub struct PollGuard<'a> {
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         let mut secs = self.sync.lock();
-        if let Some(s) = secs.get_mut(&self.region) {
+        if let Some(s) = secs.regions.get_mut(&self.region) {
             s.in_flight = s.in_flight.saturating_sub(1);
             s.last_seen = Instant::now();
             s.last_seen_ms = Some(now_ms());
@@ -162,7 +206,9 @@ fn now_ms() -> i64 {
 pub struct SyncReplication {
     region: String,
     settings: ReplicationSection,
-    secondaries: Mutex<HashMap<String, Secondary>>,
+    /// The regions that may report: the other `[[regions]]` and `replication.followers`.
+    peers: BTreeSet<String>,
+    secondaries: Mutex<Secondaries>,
     /// Bumped whenever a secondary reports a newer watermark.
     progress: watch::Sender<u64>,
     /// (seq, committed at ms, data bytes added) of this node's recent commits.
@@ -172,33 +218,31 @@ pub struct SyncReplication {
 impl SyncReplication {
     /// `expected`: the other catalog regions of the deployment (`[[regions]]`); they count
     /// as secondaries from the start (a secondary that never pulls is unreachable once the
-    /// health window passes). Regions that pull without being listed are added as they come.
+    /// health window passes). The regions of `settings.followers` count once they pull. No
+    /// other region is ever tracked: its pulls are refused.
     pub fn new(
         region: String,
         settings: ReplicationSection,
         expected: impl IntoIterator<Item = String>,
     ) -> SyncReplication {
-        let now = Instant::now();
-        let secondaries = expected
+        let expected: BTreeSet<String> = expected.into_iter().filter(|r| *r != region).collect();
+        let regions = expected
+            .iter()
+            .map(|r| (r.clone(), Secondary::new()))
+            .collect();
+        let peers = expected
             .into_iter()
+            .chain(settings.followers.iter().cloned())
             .filter(|r| *r != region)
-            .map(|r| {
-                (
-                    r,
-                    Secondary {
-                        applied: None,
-                        last_seen: now,
-                        last_seen_ms: None,
-                        in_flight: 0,
-                        degraded: None,
-                    },
-                )
-            })
             .collect();
         SyncReplication {
             region,
             settings,
-            secondaries: Mutex::new(secondaries),
+            peers,
+            secondaries: Mutex::new(Secondaries {
+                epoch: None,
+                regions,
+            }),
             progress: watch::Sender::new(0),
             commits: Mutex::new(VecDeque::new()),
         }
@@ -223,7 +267,20 @@ impl SyncReplication {
         self.settings.mode
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secondary>> {
+    /// Whether `region` may pull with a report: one of the configured peers.
+    pub fn is_peer(&self, region: &str) -> bool {
+        self.peers.contains(region)
+    }
+
+    /// [`SyncReplication::is_peer`], as the error a refused report gets.
+    pub fn check_peer(&self, region: &str) -> Result<(), ReportError> {
+        match self.is_peer(region) {
+            true => Ok(()),
+            false => Err(ReportError::UnknownRegion(clip(region))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Secondaries> {
         match self.secondaries.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -237,30 +294,99 @@ impl SyncReplication {
         }
     }
 
-    /// A secondary `region` pulls, having applied through `applied`. Hold the guard for
-    /// the duration of the pull.
-    pub fn poll_started(&self, region: &str, applied: i64) -> PollGuard<'_> {
+    /// A secondary `region` pulls records after `after`, reporting (when `applied` is
+    /// given) that it applied through `applied`; `head` and `epoch` are this node's change
+    /// log head and fencing epoch now. Hold the guard for the duration of the pull, then
+    /// call [`SyncReplication::shipped`] with what the page carried.
+    ///
+    /// A region that is not a configured peer is refused and nothing is recorded for it.
+    /// A report is checked against what this node shipped that region (`shipped`):
+    ///
+    /// - `applied` ≤ shipped: the region was sent every record through `applied`; the
+    ///   watermark is raised to it (never lowered: a lower report is ignored), which may end
+    ///   sync waits and a degradation.
+    /// - shipped < `applied` = `after` ≤ `head`: accepted as a pull (the region is healthy)
+    ///   but NOT counted. This is how every replicator pulls (it reports the watermark it
+    ///   asks records after), and right after this node started, or after its epoch changed,
+    ///   nothing was shipped yet, so a legitimate replicator is here until its next page.
+    ///   Counting it would let any caller claim records it was never sent (`after` is the
+    ///   caller's word): a sync commit is acknowledged only once the region reports a seq
+    ///   this node really sent it. Refusing it would stop every replicator after a restart.
+    /// - anything else (`applied` beyond `head`, or beyond what was shipped and not the
+    ///   `after` of the pull, or negative) is refused.
+    ///
+    /// The figures belong to one epoch of this node's log: when the epoch changed (this
+    /// node became primary again after a switchover or failover, its log possibly rewound
+    /// by a failback meanwhile), the watermarks and shipped seqs learnt before are dropped.
+    pub fn report(
+        &self,
+        region: &str,
+        after: i64,
+        applied: Option<i64>,
+        head: i64,
+        epoch: i64,
+    ) -> Result<PollGuard<'_>, ReportError> {
+        self.check_peer(region)?;
         let advanced = {
             let mut secs = self.lock();
-            let s = secs.entry(region.to_string()).or_insert(Secondary {
-                applied: None,
-                last_seen: Instant::now(),
-                last_seen_ms: None,
-                in_flight: 0,
-                degraded: None,
-            });
+            if secs.epoch != Some(epoch) {
+                if secs.epoch.is_some() {
+                    tracing::info!(
+                        region = %self.region, epoch,
+                        "fencing epoch changed: the secondaries' watermarks are learnt again"
+                    );
+                    for s in secs.regions.values_mut() {
+                        s.applied = None;
+                        s.shipped = 0;
+                    }
+                }
+                secs.epoch = Some(epoch);
+            }
+            let shipped = secs.regions.get(region).map_or(0, |s| s.shipped);
+            let verified = match applied {
+                None => None,
+                Some(a) if a < 0 => {
+                    return Err(ReportError::Implausible(format!(
+                        "applied must not be negative (got {a})"
+                    )))
+                }
+                Some(a) if a > head => {
+                    return Err(ReportError::Implausible(format!(
+                        "region {region} reports applied through seq {a}, beyond the head of \
+                         this region's change log ({head})"
+                    )))
+                }
+                Some(a) if a <= shipped => Some(a),
+                Some(a) if a == after => None,
+                Some(a) => {
+                    return Err(ReportError::Implausible(format!(
+                        "region {region} reports applied through seq {a}, but this node has \
+                         shipped it records only through seq {shipped}"
+                    )))
+                }
+            };
+            let s = secs
+                .regions
+                .entry(region.to_string())
+                .or_insert_with(Secondary::new);
             s.in_flight += 1;
             s.last_seen = Instant::now();
             s.last_seen_ms = Some(now_ms());
-            // The latest report wins, not the highest: a region rebuilt by a failback or a
-            // resync reports a lower watermark than before, and must not count as applied
-            // through its old one.
-            let advanced = s.applied != Some(applied);
-            s.applied = Some(applied);
-            if let Some(d) = &s.degraded {
-                if applied >= d.until_seq {
+            // Never backwards: a region rebuilt meanwhile reports less than before, but
+            // everything it reported before had been shipped to it, and a sync commit waits
+            // for a seq above what was shipped when it committed, so an old high value
+            // cannot acknowledge it.
+            let advanced = match verified {
+                Some(a) if s.applied.is_none_or(|known| a > known) => {
+                    s.applied = Some(a);
+                    true
+                }
+                _ => false,
+            };
+            if let (Some(known), Some(d)) = (s.applied, &s.degraded) {
+                if known >= d.until_seq {
                     tracing::warn!(
-                        region = %self.region, secondary = region, applied,
+                        region = %self.region, secondary = region, applied = known,
                         commits = d.commits, since_ms = d.since_ms,
                         "secondary caught up: sync replication no longer degraded"
                     );
@@ -272,15 +398,28 @@ impl SyncReplication {
         if advanced {
             self.progress.send_modify(|v| *v = v.wrapping_add(1));
         }
-        PollGuard {
+        Ok(PollGuard {
             sync: self,
             region: region.to_string(),
+        })
+    }
+
+    /// This node answered `region` a page of its change log under `epoch` whose records end
+    /// at `last_seq`: the region may now report up to it.
+    pub fn shipped(&self, region: &str, epoch: i64, last_seq: i64) {
+        let mut secs = self.lock();
+        if secs.epoch != Some(epoch) {
+            // The epoch changed during the pull: the next pull starts over.
+            return;
+        }
+        if let Some(s) = secs.regions.get_mut(region) {
+            s.shipped = s.shipped.max(last_seq);
         }
     }
 
     /// Whether any region pulls (or is expected to pull) this node's log.
     pub fn has_secondaries(&self) -> bool {
-        !self.lock().is_empty()
+        !self.lock().regions.is_empty()
     }
 
     /// Records a commit of this node (for the lag in seconds and bytes).
@@ -304,6 +443,7 @@ impl SyncReplication {
     fn behind(&self, seq: i64) -> Vec<Laggard> {
         let secs = self.lock();
         let mut v: Vec<Laggard> = secs
+            .regions
             .iter()
             .filter(|(_, s)| s.applied.is_none_or(|a| a < seq))
             .map(|(r, s)| Laggard {
@@ -351,7 +491,7 @@ impl SyncReplication {
     pub fn degrade(&self, seq: i64, catalog: &str, laggards: &[Laggard]) {
         let mut secs = self.lock();
         for l in laggards {
-            let Some(s) = secs.get_mut(&l.region) else {
+            let Some(s) = secs.regions.get_mut(&l.region) else {
                 continue;
             };
             match &mut s.degraded {
@@ -382,13 +522,14 @@ impl SyncReplication {
 
     /// Whether any secondary is degraded now.
     pub fn degraded(&self) -> bool {
-        self.lock().values().any(|s| s.degraded.is_some())
+        self.lock().regions.values().any(|s| s.degraded.is_some())
     }
 
     /// Every known secondary, with its lag behind `head` (this region's log head).
     pub fn secondaries(&self, head: i64) -> Vec<SecondaryStatus> {
         let secs: Vec<(String, Secondary)> = self
             .lock()
+            .regions
             .iter()
             .map(|(r, s)| (r.clone(), s.clone()))
             .collect();
@@ -424,6 +565,14 @@ impl SyncReplication {
             .collect();
         out.sort_by(|a, b| a.region.cmp(&b.region));
         out
+    }
+}
+
+/// A region name as an error message may repeat it: at most 64 characters.
+fn clip(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &name[..i]),
+        None => name.to_string(),
     }
 }
 
@@ -472,6 +621,39 @@ mod tests {
         }
     }
 
+    fn with_eu() -> SyncReplication {
+        SyncReplication::new(
+            "us".into(),
+            ReplicationSection::default(),
+            vec!["us".to_string(), "eu".to_string()],
+        )
+    }
+
+    /// A pull of `region` after `after` reporting `applied`, at head `head`, epoch 1, that
+    /// ships records through `ships` (if any).
+    fn pull(
+        sync: &SyncReplication,
+        region: &str,
+        after: i64,
+        applied: i64,
+        head: i64,
+        ships: Option<i64>,
+    ) -> Result<(), ReportError> {
+        let guard = sync.report(region, after, Some(applied), head, 1)?;
+        if let Some(last) = ships {
+            sync.shipped(region, 1, last);
+        }
+        drop(guard);
+        Ok(())
+    }
+
+    fn applied_of(sync: &SyncReplication, region: &str) -> Option<i64> {
+        sync.secondaries(0)
+            .into_iter()
+            .find(|s| s.region == region)
+            .and_then(|s| s.applied)
+    }
+
     #[tokio::test]
     async fn sync_wait_ends_when_every_secondary_reports_the_seq() {
         let sync = SyncReplication::new("us".into(), ReplicationSection::default(), Vec::new());
@@ -480,11 +662,13 @@ mod tests {
             sync.wait_applied(5, Duration::from_secs(5)).await,
             SyncOutcome::Replicated { .. }
         ));
-        drop(sync.poll_started("eu", 4));
+        let sync = with_eu();
+        pull(&sync, "eu", 0, 0, 5, Some(5)).unwrap();
+        pull(&sync, "eu", 5, 4, 5, None).unwrap();
         let waiter = sync.wait_applied(5, Duration::from_secs(30));
         let reporter = async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            drop(sync.poll_started("eu", 5));
+            pull(&sync, "eu", 5, 5, 6, Some(6)).unwrap();
         };
         let (outcome, ()) = tokio::join!(waiter, reporter);
         assert!(
@@ -502,8 +686,75 @@ mod tests {
             o => panic!("{o:?}"),
         }
         assert!(sync.degraded());
-        drop(sync.poll_started("eu", 6));
+        pull(&sync, "eu", 6, 6, 6, None).unwrap();
         assert!(!sync.degraded());
+    }
+
+    #[test]
+    fn only_configured_regions_may_report_and_nothing_is_kept_for_others() {
+        let settings = ReplicationSection {
+            followers: vec!["ap".to_string()],
+            ..Default::default()
+        };
+        let sync = SyncReplication::new("us".into(), settings, vec!["eu".to_string()]);
+        for name in ["ghost", "us", "", &"x".repeat(4096)] {
+            assert!(
+                matches!(
+                    sync.report(name, 0, Some(0), 10, 1),
+                    Err(ReportError::UnknownRegion(_))
+                ),
+                "{name:.20}"
+            );
+            assert!(matches!(
+                sync.report(name, 0, None, 10, 1),
+                Err(ReportError::UnknownRegion(_))
+            ));
+        }
+        let Err(err) = sync.report(&"x".repeat(4096), 0, None, 10, 1) else {
+            panic!("a 4 KB name is refused");
+        };
+        assert!(err.to_string().len() < 400, "{err}");
+        // Listed regions count from the start, followers once they pull.
+        let names = |sync: &SyncReplication| -> Vec<String> {
+            sync.secondaries(0).into_iter().map(|s| s.region).collect()
+        };
+        assert_eq!(names(&sync), ["eu"]);
+        pull(&sync, "ap", 0, 0, 10, None).unwrap();
+        assert_eq!(names(&sync), ["ap", "eu"]);
+    }
+
+    #[tokio::test]
+    async fn a_watermark_counts_only_up_to_what_was_shipped_and_never_goes_back() {
+        let sync = with_eu();
+        // Beyond the head, or beyond what was shipped and not the pull's `after`: refused.
+        assert!(pull(&sync, "eu", 0, 11, 10, None).is_err());
+        assert!(pull(&sync, "eu", 0, 10, 10, None).is_err());
+        assert!(pull(&sync, "eu", 0, -1, 10, None).is_err());
+        assert_eq!(applied_of(&sync, "eu"), None);
+        // applied = after (a replicator after this node's restart): a pull, not counted.
+        pull(&sync, "eu", 10, 10, 10, None).unwrap();
+        assert_eq!(applied_of(&sync, "eu"), None);
+        assert!(matches!(
+            sync.wait_applied(10, Duration::from_millis(30)).await,
+            SyncOutcome::Behind { .. }
+        ));
+        // Shipped through 12, then reported: counted.
+        pull(&sync, "eu", 10, 10, 12, Some(12)).unwrap();
+        pull(&sync, "eu", 12, 12, 12, None).unwrap();
+        assert_eq!(applied_of(&sync, "eu"), Some(12));
+        // Lower reports do not lower it; a report beyond the shipped 12 is refused.
+        pull(&sync, "eu", 12, 3, 12, None).unwrap();
+        assert_eq!(applied_of(&sync, "eu"), Some(12));
+        assert!(pull(&sync, "eu", 12, 13, 13, None).is_err());
+        assert!(pull(&sync, "eu", 14, 14, 13, None).is_err());
+        assert_eq!(applied_of(&sync, "eu"), Some(12));
+        // A new epoch: the figures are learnt again.
+        let g = sync.report("eu", 12, Some(12), 12, 2).unwrap();
+        drop(g);
+        assert_eq!(applied_of(&sync, "eu"), None);
+        // Shipping under an old epoch counts for nothing.
+        sync.shipped("eu", 1, 12);
+        assert!(sync.report("eu", 0, Some(12), 12, 2).is_err());
     }
 
     #[test]

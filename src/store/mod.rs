@@ -43,6 +43,9 @@ pub enum StoreError {
     StaleEpoch { carried: i64, current: i64 },
     #[error("Invalid store argument: {0}")]
     Invalid(String),
+    /// The location overlaps (equals, contains or lies inside) another live entity's.
+    #[error("{0}")]
+    LocationConflict(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
@@ -137,6 +140,62 @@ pub struct TableRecord {
     pub metadata_location: String,
     /// Incremented by every pointer swap; the compare-and-swap compares it.
     pub version: i64,
+    /// The base location (`s3://bucket/key`, no trailing slash) the entity owns alone; empty
+    /// for rows written before locations were recorded and not yet filled in.
+    #[serde(default)]
+    pub location: String,
+}
+
+impl TableRecord {
+    /// Equal rows, where a record that carries no location (written by an older primary)
+    /// matches a row whatever its location.
+    pub fn same_row(&self, other: &TableRecord) -> bool {
+        let location_matches =
+            self.location.is_empty() || other.location.is_empty() || self.location == other.location;
+        location_matches
+            && self.id == other.id
+            && self.catalog_id == other.catalog_id
+            && self.namespace == other.namespace
+            && self.name == other.name
+            && self.kind == other.kind
+            && self.metadata_location == other.metadata_location
+            && self.version == other.version
+    }
+}
+
+/// A location some live table or view owns: its current location, or one a `set-location`
+/// moved it away from (its older files are still there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationClaim {
+    pub table_id: String,
+    pub location: String,
+    /// True for a location the entity was moved away from.
+    pub retired: bool,
+}
+
+/// Whether `inner` is `outer` or lies under it (`outer/...`), both without trailing slash.
+pub fn location_within(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || (inner.len() > outer.len()
+            && inner.starts_with(outer)
+            && inner.as_bytes()[outer.len()] == b'/')
+}
+
+/// What a drop removed: the row and the locations it had been moved away from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroppedEntity {
+    pub record: TableRecord,
+    pub retired_locations: Vec<String>,
+}
+
+impl DroppedEntity {
+    /// Every location the entity owned when it was dropped.
+    pub fn locations(&self) -> Vec<String> {
+        std::iter::once(self.record.location.clone())
+            .filter(|l| !l.is_empty())
+            .chain(self.retired_locations.iter().cloned())
+            .collect()
+    }
 }
 
 /// One pointer move of a commit: from `expected_version` to `new_metadata_location`.
@@ -145,6 +204,9 @@ pub struct PointerSwap {
     pub table_id: String,
     pub expected_version: i64,
     pub new_metadata_location: String,
+    /// The entity's new base location when the commit moves it (`set-location`): claimed in
+    /// the same transaction, the old one kept as retired.
+    pub new_location: Option<String>,
 }
 
 /// Who writes and under which fencing epoch. Every mutation carries one.
@@ -229,6 +291,8 @@ struct RenamePayload {
     to_name: String,
     metadata_location: String,
     version: i64,
+    #[serde(default)]
+    location: String,
 }
 
 /// Position of a record inside a multi-record transaction (a multi-table commit appends one
@@ -292,6 +356,7 @@ impl ChangeRecord {
                         kind: p.kind,
                         metadata_location: p.metadata_location,
                         version: p.version,
+                        location: p.location,
                     },
                     from_namespace: p.from_namespace,
                     from_name: p.from_name,
@@ -594,8 +659,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<PropertiesUpdate>;
 
     // ---- tables and views ----------------------------------------------------------------
-    /// AlreadyExists when a table OR view of that name exists; NotFound(Namespace) when the
-    /// namespace is missing. Version starts at 1.
+    /// [`MetadataStore::create_entity`] of a row that owns no location (as rows written before
+    /// locations were recorded). The catalog always names one; this is for tools and tests.
     async fn create_table(
         &self,
         ctx: &WriteContext,
@@ -604,7 +669,34 @@ pub trait MetadataStore: Send + Sync + 'static {
         name: &str,
         kind: EntityKind,
         metadata_location: &str,
+    ) -> Result<TableRecord> {
+        self.create_entity(ctx, catalog_id, namespace, name, kind, metadata_location, "")
+            .await
+    }
+    /// AlreadyExists when a table OR view of that name exists; NotFound(Namespace) when the
+    /// namespace is missing; LocationConflict when `location` equals, contains or lies
+    /// inside a location another live entity owns (checked in the same transaction, so two
+    /// concurrent creates cannot both claim one). An empty `location` claims nothing.
+    /// Version starts at 1.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_entity(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        metadata_location: &str,
+        location: &str,
     ) -> Result<TableRecord>;
+    /// Live location claims (current and retired) that equal `location`, contain it or lie
+    /// inside it.
+    async fn location_claims(&self, location: &str) -> Result<Vec<LocationClaim>>;
+    /// Rows written before locations were recorded (empty location), at most `limit`.
+    async fn entities_without_location(&self, limit: u32) -> Result<Vec<TableRecord>>;
+    /// Fills in the location of a row that has none (region-local: derived from the
+    /// metadata file the row points at, neither fenced nor logged).
+    async fn fill_location(&self, table_id: &str, location: &str) -> Result<()>;
     /// The entity of that name whatever its kind (callers check `kind`). One indexed read:
     /// this is the loadTable hot path.
     async fn get_table(
@@ -697,7 +789,7 @@ pub trait MetadataStore: Send + Sync + 'static {
         name: &str,
         kind: EntityKind,
         purge: bool,
-    ) -> Result<TableRecord>;
+    ) -> Result<DroppedEntity>;
     /// The selected catalogs' rows and the change-log head, read consistently (one
     /// snapshot: PostgreSQL `REPEATABLE READ`, SQLite one read transaction).
     async fn state_snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot>;

@@ -70,7 +70,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
     display_namespace, ApplyOutcome, BootstrapEntities, Catalog, ChangeRecord, DrillRecord,
-    EntityKind, IdempotencyStart, MetadataStore, MetricsReport, MetricsReportQuery,
+    DroppedEntity, EntityKind, LocationClaim, IdempotencyStart, MetadataStore, MetricsReport, MetricsReportQuery,
     NamespaceRecord, NotFound, Page, PageRequest, PointerSwap, PropertiesUpdate,
     ReplicationWatermark, Result, StoreError, StoredResponse, TableRecord, Tenant, Warehouse,
     WriteContext, NAMESPACE_SEPARATOR,
@@ -90,7 +90,7 @@ const SQLITE_PRAGMAS: &[&str] = &[
 /// The columns [`table_from_row`] reads.
 macro_rules! table_columns {
     () => {
-        "id, catalog_id, namespace, name, kind, metadata_location, version"
+        "id, catalog_id, namespace, name, kind, metadata_location, version, location"
     };
 }
 
@@ -106,6 +106,7 @@ macro_rules! locked {
 }
 
 mod anti_entropy;
+mod locations;
 mod replication;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -588,6 +589,7 @@ fn table_from_row(row: &AnyRow) -> Result<TableRecord> {
         kind: parse_kind(&kind)?,
         metadata_location: row.try_get("metadata_location")?,
         version: row.try_get("version")?,
+        location: row.try_get("location")?,
     })
 }
 
@@ -600,6 +602,7 @@ fn table_payload(t: &TableRecord) -> Value {
         "kind": t.kind,
         "metadata_location": t.metadata_location,
         "version": t.version,
+        "location": t.location,
     })
 }
 
@@ -1219,7 +1222,7 @@ impl MetadataStore for SqlStore {
 
     // ---- tables and views ----------------------------------------------------------------
 
-    async fn create_table(
+    async fn create_entity(
         &self,
         ctx: &WriteContext,
         catalog_id: &str,
@@ -1227,6 +1230,7 @@ impl MetadataStore for SqlStore {
         name: &str,
         kind: EntityKind,
         metadata_location: &str,
+        location: &str,
     ) -> Result<TableRecord> {
         let joined = join_namespace(namespace)?;
         check_name(kind.as_str(), name)?;
@@ -1239,6 +1243,7 @@ impl MetadataStore for SqlStore {
             kind,
             metadata_location: metadata_location.to_owned(),
             version: 1,
+            location: location.to_owned(),
         };
         let now = now_ms();
         let mut tx = self.begin_fenced(ctx).await?;
@@ -1252,9 +1257,11 @@ impl MetadataStore for SqlStore {
         if let Some(existing) = Self::entity_kind(&mut tx, catalog_id, &joined, name).await? {
             return Err(entity_exists(kind, existing, &ident));
         }
+        locations::check_claim(self.backend, &mut tx, &record.id, location).await?;
         sqlx::query(
             "INSERT INTO tables (id, catalog_id, namespace, name, kind, metadata_location, \
-             version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+             version, created_ms, updated_ms, location) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         )
         .bind(record.id.as_str())
         .bind(catalog_id)
@@ -1264,6 +1271,7 @@ impl MetadataStore for SqlStore {
         .bind(metadata_location)
         .bind(record.version)
         .bind(now)
+        .bind(location)
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -1362,6 +1370,37 @@ impl MetadataStore for SqlStore {
         let mut records = Vec::with_capacity(swaps.len());
         for index in order {
             let swap = &swaps[index];
+            let moved_from = match &swap.new_location {
+                Some(new_location) => {
+                    let current: Option<String> =
+                        sqlx::query_scalar("SELECT location FROM tables WHERE id = $1")
+                            .bind(swap.table_id.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match current {
+                        Some(current) if current != *new_location => {
+                            locations::check_claim(
+                                self.backend,
+                                &mut tx,
+                                &swap.table_id,
+                                new_location,
+                            )
+                            .await?;
+                            Some(current)
+                        }
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(old) = &moved_from {
+                locations::retire(&mut tx, &swap.table_id, old).await?;
+                sqlx::query("UPDATE tables SET location = $1 WHERE id = $2")
+                    .bind(swap.new_location.as_deref().unwrap_or_default())
+                    .bind(swap.table_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let row = sqlx::query(concat!(
                 "UPDATE tables SET version = version + 1, metadata_location = $1, updated_ms = $2 \
                  WHERE id = $3 AND version = $4 RETURNING ",
@@ -1411,6 +1450,7 @@ impl MetadataStore for SqlStore {
     ) -> Result<TableRecord> {
         self.drop_entity(ctx, catalog_id, namespace, name, kind, false)
             .await
+            .map(|dropped| dropped.record)
     }
 
     async fn rename_table(
@@ -1487,6 +1527,7 @@ impl MetadataStore for SqlStore {
             "to_name": to_name,
             "metadata_location": record.metadata_location,
             "version": record.version,
+            "location": record.location,
         });
         append_change(
             self.backend,
@@ -1562,9 +1603,21 @@ impl MetadataStore for SqlStore {
         name: &str,
         kind: EntityKind,
         purge: bool,
-    ) -> Result<TableRecord> {
+    ) -> Result<DroppedEntity> {
         self.drop_entity(ctx, catalog_id, namespace, name, kind, purge)
             .await
+    }
+
+    async fn location_claims(&self, location: &str) -> Result<Vec<LocationClaim>> {
+        self.claims_overlapping(location).await
+    }
+
+    async fn entities_without_location(&self, limit: u32) -> Result<Vec<TableRecord>> {
+        self.rows_without_location(limit).await
+    }
+
+    async fn fill_location(&self, table_id: &str, location: &str) -> Result<()> {
+        self.set_missing_location(table_id, location).await
     }
 
     async fn state_snapshot(

@@ -22,8 +22,8 @@ use super::{
     warehouse_from_row, Backend, SqlStore,
 };
 use crate::store::{
-    CatalogReplacement, CatalogSelector, CatalogState, EntityKind, NamespaceRecord,
-    QuarantineEntry, ReplicationWatermark, Result, StateSnapshot, StoreError, TableRecord, Tenant,
+    CatalogReplacement, CatalogSelector, CatalogState, DroppedEntity, EntityKind, NamespaceRecord,
+    QuarantineEntry, ReplicationWatermark, Result, StateSnapshot, StoreError, Tenant,
     WriteContext,
 };
 
@@ -36,7 +36,7 @@ impl SqlStore {
         name: &str,
         kind: EntityKind,
         purge: bool,
-    ) -> Result<TableRecord> {
+    ) -> Result<DroppedEntity> {
         let joined = join_namespace(namespace)?;
         let now = now_ms();
         let mut tx = self.begin_fenced(ctx).await?;
@@ -55,9 +55,13 @@ impl SqlStore {
             return Err(entity_not_found(kind, namespace, name));
         };
         let record = table_from_row(&row)?;
+        let retired_locations = super::locations::release(&mut tx, &record.id).await?;
         let mut payload = table_payload(&record);
         if purge {
             payload["purge"] = serde_json::Value::Bool(true);
+        }
+        if !retired_locations.is_empty() {
+            payload["retired_locations"] = serde_json::json!(retired_locations);
         }
         append_change(
             self.backend,
@@ -70,7 +74,10 @@ impl SqlStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(record)
+        Ok(DroppedEntity {
+            record,
+            retired_locations,
+        })
     }
 
     pub(super) async fn snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot> {
@@ -196,6 +203,13 @@ impl SqlStore {
             .copied()
             .chain(r.remove_catalogs.iter().map(String::as_str))
         {
+            sqlx::query(
+                "DELETE FROM retired_locations WHERE table_id IN \
+                 (SELECT id FROM tables WHERE catalog_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM tables WHERE catalog_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -231,8 +245,8 @@ impl SqlStore {
             for t in &state.tables {
                 sqlx::query(
                     "INSERT INTO tables (id, catalog_id, namespace, name, kind, \
-                     metadata_location, version, created_ms, updated_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                     metadata_location, version, created_ms, updated_ms, location) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                 )
                 .bind(t.id.as_str())
                 .bind(state.catalog.id.as_str())
@@ -242,6 +256,7 @@ impl SqlStore {
                 .bind(t.metadata_location.as_str())
                 .bind(t.version)
                 .bind(now)
+                .bind(t.location.as_str())
                 .execute(&mut *tx)
                 .await?;
             }

@@ -532,7 +532,7 @@ async fn apply_change(
         Change::CreateTable(t) => {
             let joined = join_namespace(&t.namespace)?;
             if let Some(found) = table_row(conn, &t.id).await? {
-                if found == *t {
+                if found.same_row(t) {
                     return Ok(());
                 }
                 return Err(diverged(
@@ -564,7 +564,8 @@ async fn apply_change(
             }
             sqlx::query(
                 "INSERT INTO tables (id, catalog_id, namespace, name, kind, metadata_location, \
-                 version, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                 version, created_ms, updated_ms, location) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
             )
             .bind(t.id.as_str())
             .bind(t.catalog_id.as_str())
@@ -574,12 +575,26 @@ async fn apply_change(
             .bind(t.metadata_location.as_str())
             .bind(t.version)
             .bind(at)
+            .bind(t.location.as_str())
             .execute(&mut *conn)
             .await
             .map_err(constraint(seq, "table"))?;
         }
         Change::CommitTable(t) => {
             let joined = join_namespace(&t.namespace)?;
+            // A commit that moved the entity (`set-location`): it keeps owning the old one.
+            if !t.location.is_empty() {
+                if let Some(found) = table_row(conn, &t.id).await? {
+                    if found.version == t.version - 1 && found.location != t.location {
+                        super::locations::retire(conn, &t.id, &found.location).await?;
+                        sqlx::query("UPDATE tables SET location = $1 WHERE id = $2")
+                            .bind(t.location.as_str())
+                            .bind(t.id.as_str())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+            }
             let updated = sqlx::query(
                 "UPDATE tables SET metadata_location = $1, version = $2, updated_ms = $3 \
                  WHERE id = $4 AND version = $5 AND kind = $6 AND catalog_id = $7 \
@@ -599,7 +614,7 @@ async fn apply_change(
             .rows_affected();
             if updated == 0 {
                 return match table_row(conn, &t.id).await? {
-                    Some(found) if found == *t => Ok(()),
+                    Some(found) if found.same_row(t) => Ok(()),
                     Some(found) => Err(diverged(
                         seq,
                         format!(
@@ -625,6 +640,7 @@ async fn apply_change(
             }
         }
         Change::DropTable(t) => {
+            super::locations::release(conn, &t.id).await?;
             let deleted = sqlx::query("DELETE FROM tables WHERE id = $1 AND kind = $2")
                 .bind(t.id.as_str())
                 .bind(t.kind.as_str())
@@ -651,7 +667,7 @@ async fn apply_change(
             let from_joined = join_namespace(from_namespace)?;
             let to_joined = join_namespace(&t.namespace)?;
             match table_row(conn, &t.id).await? {
-                Some(found) if found == *t => return Ok(()),
+                Some(found) if found.same_row(t) => return Ok(()),
                 Some(found)
                     if found.namespace == *from_namespace
                         && found.name == *from_name
