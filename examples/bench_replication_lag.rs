@@ -22,7 +22,8 @@
 //! cargo run --release --example bench_replication_lag -- --sync
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code, unused_imports)] // the test fixtures, of which this uses a few
 mod common;
 
 use std::collections::HashMap;

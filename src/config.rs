@@ -318,6 +318,38 @@ pub struct CatalogSection {
     /// Metrics reports kept per catalog (the oldest are trimmed); 0 stores none.
     #[serde(default = "default_metrics_reports_retention")]
     pub metrics_reports_retention: u64,
+    /// Time a client has to send a request's head (request line and headers), in ms: from
+    /// the connection's start, or from the first byte of a request on a kept-alive
+    /// connection. A late client is disconnected.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's whole body after its head, in ms. A late body
+    /// is answered 408.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// A kept-alive connection without a request in progress is closed after this long, in ms.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Connections served at once by the catalog listener (and, each, by the node's embedded
+    /// S3 and control-plane listeners); more wait in the accept backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    crate::http_server::DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+
+fn default_body_read_timeout_ms() -> u64 {
+    crate::http_server::DEFAULT_BODY_READ_TIMEOUT_MS
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    crate::http_server::DEFAULT_IDLE_TIMEOUT_MS
+}
+
+fn default_max_connections() -> usize {
+    crate::http_server::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_max_body() -> usize {
@@ -703,6 +735,11 @@ const MAX_REGION_NAME_LEN: usize = 128;
 /// Keys whose environment override is always a string (a secret made of digits stays one).
 const STRING_KEYS: &[&str] = &["replication__peer_secret"];
 
+/// Bounds of `catalog.header_read_timeout_ms`, `body_read_timeout_ms`, `idle_timeout_ms`:
+/// 100 ms to 1 hour.
+const MIN_HTTP_TIMEOUT_MS: u64 = 100;
+const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
+
 /// Longest accepted `catalog.idempotency_key_lifetime_secs`: 7 days.
 const MAX_IDEMPOTENCY_KEY_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
@@ -761,6 +798,31 @@ impl Config {
         }
         if self.catalog.listen.parse::<SocketAddr>().is_err() {
             return bad("catalog.listen", "must be an address like 127.0.0.1:8181");
+        }
+        for (key, ms) in [
+            (
+                "catalog.header_read_timeout_ms",
+                self.catalog.header_read_timeout_ms,
+            ),
+            (
+                "catalog.body_read_timeout_ms",
+                self.catalog.body_read_timeout_ms,
+            ),
+            ("catalog.idle_timeout_ms", self.catalog.idle_timeout_ms),
+        ] {
+            if !(MIN_HTTP_TIMEOUT_MS..=MAX_HTTP_TIMEOUT_MS).contains(&ms) {
+                return bad(
+                    key,
+                    &format!("must be {MIN_HTTP_TIMEOUT_MS} to {MAX_HTTP_TIMEOUT_MS} (ms)"),
+                );
+            }
+        }
+        if !(1..=crate::http_server::MAX_CONNECTIONS_LIMIT).contains(&self.catalog.max_connections)
+        {
+            return bad(
+                "catalog.max_connections",
+                &format!("must be 1 to {}", crate::http_server::MAX_CONNECTIONS_LIMIT),
+            );
         }
         if self.catalog.idempotency_key_lifetime_secs == 0
             || self.catalog.idempotency_key_lifetime_secs > MAX_IDEMPOTENCY_KEY_LIFETIME_SECS

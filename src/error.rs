@@ -141,10 +141,15 @@ struct ErrorModel<'a> {
 impl IntoResponse for CatalogError {
     fn into_response(self) -> Response {
         let (status, kind) = self.status_and_type();
+        if crate::api::request_id::is_internal_failure(status) {
+            // The detail (storage, SDK, database errors) goes to the log only; the client
+            // gets the request id to quote.
+            let id = crate::api::request_id::current_or_new();
+            tracing::error!(request_id = %id, error = %self, "request failed");
+            return crate::api::request_id::internal_error_response(status, &id);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %self, "request refused for now");
-        } else if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
         }
         let body = ErrorBody {
             error: ErrorModel {

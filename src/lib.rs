@@ -7,12 +7,14 @@
 pub mod admin;
 pub mod api;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dev;
 pub mod drill;
 pub mod error;
 pub mod faults;
+pub mod http_server;
 pub mod metrics;
 pub mod replication;
 pub mod routing;

@@ -114,8 +114,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             .as_deref()
             .zip(config.storage.secret_access_key.as_deref())
             .context("the embedded S3 endpoint needs storage.access_key_id and secret")?;
+        let limits = crate::http_server::HttpLimits::from_catalog(&config.catalog).for_uploads();
         let (addr, task) =
-            embedded::start(&e.listen, &e.root, key, secret, shutdown.clone()).await?;
+            embedded::start_with_limits(&e.listen, &e.root, key, secret, limits, shutdown.clone())
+                .await?;
         s3_addr = Some(addr);
         tasks.push(task);
         endpoint.get_or_insert_with(|| format!("http://{addr}"));
@@ -283,15 +285,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         .await
         .with_context(|| format!("catalog cannot listen on {}", config.catalog.listen))?;
     let catalog_addr = listener.local_addr()?;
-    let token = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "catalog server failed");
-        }
-    }));
+    let limits = crate::http_server::HttpLimits::from_catalog(&config.catalog);
+    crate::http_server::warn_if_above_open_file_limit(limits.max_connections);
+    tasks.push(tokio::spawn(crate::http_server::serve(
+        "catalog",
+        listener,
+        app,
+        limits,
+        crate::http_server::iceberg_timeout_answer,
+        shutdown.clone(),
+    )));
     tracing::info!(region = %config.region.name, %catalog_addr, "catalog listening");
     Ok(RunningRegion {
         voter,
@@ -316,6 +319,7 @@ async fn start_control_voter(
         faults: voter_links(section, &config.region.name),
         catch_up: Arc::new(HttpCatchUp::new(&config.regions, timeout)),
         catch_up_timeout: timeout,
+        http_limits: crate::http_server::HttpLimits::from_catalog(&config.catalog),
         ..Default::default()
     };
     ControlPlane::start_with(section, options, shutdown).await

@@ -162,8 +162,8 @@ PANGOLIN_DEV_DATA_DIR="$DATA" PANGOLIN="$PANGOLIN" PANGOLIN_MR_TIMINGS="$WORK/le
   "$PY" -m pytest -s -v tests/python/test_multi_region.py ${PYTEST_ARGS:-} || fail "tests/python/test_multi_region.py"
 
 log "hardening regression tests in both regions (locations, replication reports, HTTP limits)"
-for suite in tests/python/test_locations.py; do
-  "$PY" -m pytest -v "$suite" ${PYTEST_ARGS:-} || fail "$suite"
+for suite in tests/python/test_locations.py tests/python/test_replication_reports.py tests/python/test_http_limits.py; do
+  PANGOLIN_DEV_DATA_DIR="$DATA" "$PY" -m pytest -v "$suite" ${PYTEST_ARGS:-} || fail "$suite"
 done
 
 log "the primary survives a restart of the whole deployment"

@@ -69,7 +69,7 @@ async fn record(
         passed: field(&report, "passed")?
             .as_bool()
             .ok_or_else(|| CatalogError::bad_request("`passed` must be a boolean"))?,
-        received_ms: chrono::Utc::now().timestamp_millis(),
+        received_ms: crate::clock::now_ms(),
         report,
     };
     state.catalog.store().record_drill(&drill).await?;

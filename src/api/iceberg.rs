@@ -604,7 +604,7 @@ async fn report_metrics(
             table,
             report_type,
             report: serde_json::Value::Object(report),
-            received_ms: chrono::Utc::now().timestamp_millis(),
+            received_ms: crate::clock::now_ms(),
         };
         state
             .catalog

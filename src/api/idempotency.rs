@@ -6,7 +6,7 @@
 //!   matter), else 400 `BadRequestException`.
 //! - The request's fingerprint is its method, path, query and the SHA-256 of its body (the
 //!   body is buffered, bounded by `catalog.max_body_bytes`, and handed on to the handler).
-//! - The store reserves the key race-free ([`MetadataStore::begin_idempotent`]):
+//! - The store reserves the key race-free ([`IdempotencyStore::begin_idempotent`](crate::store::IdempotencyStore::begin_idempotent)):
 //!   - free (new, or expired after `catalog.idempotency_key_lifetime_secs`): this request runs;
 //!     a 2xx or deterministic 4xx response is stored and finalizes the key, anything else
 //!     (5xx, a panic) releases it so that a retry runs again;
@@ -42,6 +42,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::AppState;
+use crate::clock::now_ms;
 use crate::error::CatalogError;
 use crate::store::{IdempotencyStart, MetadataStore, StoredResponse};
 
@@ -207,10 +208,6 @@ fn is_final(status: StatusCode) -> bool {
                 status,
                 StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_EARLY | StatusCode::TOO_MANY_REQUESTS
             ))
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Middleware: see the module docs.

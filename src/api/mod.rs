@@ -21,6 +21,7 @@ pub mod drills;
 pub mod iceberg;
 pub mod idempotency;
 pub mod management;
+pub mod request_id;
 pub mod views;
 
 /// Shared state of one region's HTTP server.
@@ -136,6 +137,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             routing::route_writes,
         ))
         .layer(axum::middleware::from_fn(crate::faults::cut_answers))
+        // Outermost: every answer carries the request id, and no internal failure's detail
+        // reaches a client.
+        .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 

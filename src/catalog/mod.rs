@@ -242,6 +242,7 @@ fn storage_err(e: StorageError) -> CatalogError {
         StorageError::InvalidLocation(l) => {
             CatalogError::bad_request(format!("Invalid location: {l}"))
         }
+        e if e.is_client_error() => CatalogError::bad_request(e.to_string()),
         e => CatalogError::Storage(e.to_string()),
     }
 }
@@ -395,34 +396,47 @@ impl CatalogService {
     ) -> Result<HashMap<String, String>> {
         validate_namespace(ns)?;
         self.limits.check_properties("Namespace", properties)?;
-        // Missing ancestors are created first (empty properties), as the spec's own example
-        // creates `accounting.tax` in an empty catalog.
-        for depth in 1..ns.len() {
-            let ancestor = &ns[..depth];
-            if self
-                .store
-                .get_namespace(&cat.catalog.id, ancestor)
-                .await?
-                .is_some()
-            {
-                continue;
-            }
-            match self
-                .store
-                .create_namespace(&self.ctx(), &cat.catalog.id, ancestor, &HashMap::new())
-                .await
-            {
-                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                Err(e) => return Err(self.write_err(e).await),
-            }
-        }
         match self
-            .store
-            .create_namespace(&self.ctx(), &cat.catalog.id, ns, properties)
+            .create_namespace_with_ancestors(&cat.catalog.id, ns, properties)
             .await
         {
             Ok(rec) => Ok(rec.properties),
             Err(e) => Err(self.write_err(e).await),
+        }
+    }
+
+    /// Creates `ns` and, first, its missing ancestors (empty properties, as the spec's own
+    /// example creates `accounting.tax` in an empty catalog), all in one store transaction:
+    /// no ancestor is ever left without the namespace it was created for. An ancestor that
+    /// another writer creates between this transaction's check and its insert fails the
+    /// attempt; the next attempt finds it (each ancestor can race once).
+    async fn create_namespace_with_ancestors(
+        &self,
+        catalog_id: &str,
+        ns: &[String],
+        properties: &HashMap<String, String>,
+    ) -> std::result::Result<crate::store::NamespaceRecord, StoreError> {
+        let mut attempts_left = ns.len();
+        'attempt: loop {
+            attempts_left -= 1;
+            let mut txn = self.store.begin(&self.ctx()).await?;
+            for depth in 1..ns.len() {
+                let ancestor = &ns[..depth];
+                if txn.get_namespace(catalog_id, ancestor).await?.is_some() {
+                    continue;
+                }
+                match txn
+                    .create_namespace(catalog_id, ancestor, &HashMap::new())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(StoreError::AlreadyExists(_)) if attempts_left > 0 => continue 'attempt,
+                    Err(e) => return Err(e),
+                }
+            }
+            let record = txn.create_namespace(catalog_id, ns, properties).await?;
+            txn.commit().await?;
+            return Ok(record);
         }
     }
 

@@ -33,7 +33,7 @@ pub mod types;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -54,6 +54,7 @@ pub use types::{
     RegionStatus, Switchover, TypeConfig, WITNESS,
 };
 
+use crate::clock::now_ms_unsigned;
 use crate::config::ControlSection;
 use log_store::LogStore;
 use state_machine::StateMachineStore;
@@ -94,6 +95,8 @@ pub struct ControlPlaneOptions {
     pub catch_up: Arc<dyn CatchUp>,
     /// Longest wait for [`CatchUp`] before a switchover is aborted.
     pub catch_up_timeout: Duration,
+    /// Header, body and idle timeouts and connection limit of the voter's listener.
+    pub http_limits: crate::http_server::HttpLimits,
 }
 
 impl Default for ControlPlaneOptions {
@@ -103,6 +106,7 @@ impl Default for ControlPlaneOptions {
             faults: LinkFaults::new(),
             catch_up: Arc::new(NoCatchUp),
             catch_up_timeout: Duration::from_secs(60),
+            http_limits: crate::http_server::HttpLimits::default(),
         }
     }
 }
@@ -111,14 +115,6 @@ impl Default for ControlPlaneOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("control plane configuration: {0}")]
 pub struct ControlConfigError(String);
-
-/// Milliseconds since the Unix epoch on this machine's wall clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// The catalog regions of the voter set (every voter region but the witness), in order.
 pub fn catalog_regions(section: &ControlSection) -> Vec<RegionInit> {
@@ -322,14 +318,14 @@ impl ControlPlane {
         let router = network::raft_router(raft.clone())
             .merge(api::control_router(voter.clone()))
             .merge(crate::faults::router());
-        let server_stop = stop.clone();
-        let server = tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(server_stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "control plane server failed");
-            }
-        });
+        let server = tokio::spawn(crate::http_server::serve(
+            "control plane",
+            listener,
+            router,
+            options.http_limits,
+            crate::http_server::iceberg_timeout_answer,
+            stop.clone(),
+        ));
 
         let leader_loop = tokio::spawn(leader_loop(voter.clone(), stop.clone()));
         let sup_stop = stop.clone();
@@ -625,7 +621,7 @@ impl Voter {
                 region: req.region.clone(),
                 epoch: req.epoch,
                 holder: req.holder.clone(),
-                now_ms: now_ms(),
+                now_ms: now_ms_unsigned(),
                 lease_ms: self.timing.lease_ms,
             })
             .await?;
@@ -667,7 +663,7 @@ impl Voter {
                         to: req.to.clone(),
                         actor: req.actor.clone(),
                         reason: req.reason.clone(),
-                        now_ms: now_ms(),
+                        now_ms: now_ms_unsigned(),
                         planned: true,
                         force: false,
                     })
@@ -718,7 +714,7 @@ impl Voter {
                         to: req.to.clone(),
                         actor: req.actor.clone(),
                         reason: req.reason.clone(),
-                        now_ms: now_ms(),
+                        now_ms: now_ms_unsigned(),
                         planned: false,
                         force: req.force,
                     })
@@ -750,7 +746,7 @@ impl Voter {
                 force,
                 actor: actor.to_string(),
                 reason: reason.to_string(),
-                now_ms: now_ms(),
+                now_ms: now_ms_unsigned(),
             })
             .await?;
         if !res.applied {
@@ -784,7 +780,7 @@ impl Voter {
             let _ = self
                 .propose(ControlCommand::AbortSwitchover {
                     reason: reason.clone(),
-                    now_ms: now_ms(),
+                    now_ms: now_ms_unsigned(),
                 })
                 .await?;
             return Err(ControlError::Conflict(format!(
@@ -795,7 +791,7 @@ impl Voter {
             .propose(ControlCommand::CompleteSwitchover {
                 to: s.to.clone(),
                 epoch: s.epoch,
-                now_ms: now_ms(),
+                now_ms: now_ms_unsigned(),
             })
             .await?;
         if !res.applied {
@@ -817,7 +813,7 @@ impl Voter {
                 .lease
                 .map(|l| l.expires_at_ms.saturating_add(t.margin_ms))
                 .unwrap_or(0);
-            let now = now_ms();
+            let now = now_ms_unsigned();
             if now >= deadline {
                 return Ok(());
             }
@@ -868,7 +864,7 @@ impl Voter {
                 .propose(ControlCommand::Initialize {
                     primary: self.section.initial_primary.clone(),
                     regions: catalog_regions(&self.section),
-                    now_ms: now_ms(),
+                    now_ms: now_ms_unsigned(),
                 })
                 .await?;
             if res.applied {

@@ -274,7 +274,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::DrillReport> {
     // let the poller take its first sample (and learn the history so far)
     tokio::time::sleep(Duration::from_millis(400)).await;
 
-    let started = workload::now_ms();
+    let started = crate::clock::now_ms_unsigned();
     rec.record(
         started,
         EventKind::WorkloadStart(RunInfo {
@@ -321,10 +321,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<report::DrillReport> {
     }
     // the workload runs at least `duration`, and a quarter of it after the scenario's last step
     let least_end = started + args.duration.as_millis() as u64;
-    let cooldown_end = workload::now_ms() + quarter.as_millis() as u64;
+    let cooldown_end = crate::clock::now_ms_unsigned() + quarter.as_millis() as u64;
     let until = least_end.max(cooldown_end);
     tokio::time::sleep(Duration::from_millis(
-        until.saturating_sub(workload::now_ms()),
+        until.saturating_sub(crate::clock::now_ms_unsigned()),
     ))
     .await;
     stop.cancel();

@@ -75,7 +75,7 @@ impl ScenarioCtx<'_> {
             detail,
         };
         // Time stamp the fault at the moment it is asked for.
-        let at = super::workload::now_ms();
+        let at = crate::clock::now_ms_unsigned();
         match self.faults.apply(&action).await {
             Ok(detail) => {
                 let m = mark(detail);
@@ -212,7 +212,7 @@ impl ScenarioCtx<'_> {
 
     /// Planned switchover to `to` through the management API.
     async fn switchover(&self, to: &str) -> anyhow::Result<()> {
-        let at = super::workload::now_ms();
+        let at = crate::clock::now_ms_unsigned();
         let mut last = String::new();
         for e in &self.dep.endpoints {
             let resp = self

@@ -23,16 +23,10 @@ use super::report::{
     CommitEvent, ControlSample, Event, EventKind, FailoverMark, Outcome, ReadEvent,
     ReplicationSample,
 };
+use crate::clock::now_ms_unsigned;
 
 pub const COMMIT_TOKEN: &str = "x-pangolin-commit-token";
 pub const REGION_HEADER: &str = "x-pangolin-region";
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// The event log of one drill, shared by every task.
 #[derive(Default)]
@@ -48,7 +42,7 @@ impl Recorder {
     }
 
     pub fn now(&self, kind: EventKind) {
-        self.record(now_ms(), kind)
+        self.record(now_ms_unsigned(), kind)
     }
 
     pub fn note(&self, message: impl Into<String>) {
@@ -246,7 +240,7 @@ impl Deployment {
         n: u64,
     ) -> (u64, CommitEvent) {
         let id = format!("drill.{}.{writer}.{n}", self.run_id);
-        let sent = now_ms();
+        let sent = now_ms_unsigned();
         let body = json!({
             "requirements": [{"type": "assert-table-uuid", "uuid": uuid}],
             "updates": [{"action": "set-properties", "updates": {id.clone(): sent.to_string()}}],
@@ -291,7 +285,7 @@ impl Deployment {
             }
             Err(e) => ev.error = Some(format!("{e}").chars().take(200).collect()),
         }
-        ev.end_ms = now_ms();
+        ev.end_ms = now_ms_unsigned();
         (sent, ev)
     }
 
@@ -399,7 +393,7 @@ pub fn spawn_readers(
             tokio::spawn(async move {
                 let mut w = 0u32;
                 while !stop.is_cancelled() {
-                    let sent = now_ms();
+                    let sent = now_ms_unsigned();
                     let resp = dep.http.get(dep.table_url(&endpoint.url, w)).send().await;
                     let (ok, status) = match resp {
                         Ok(r) => {
@@ -413,7 +407,7 @@ pub fn spawn_readers(
                         sent,
                         EventKind::Read(ReadEvent {
                             region: endpoint.region.clone(),
-                            end_ms: now_ms(),
+                            end_ms: now_ms_unsigned(),
                             ok,
                             status,
                         }),
@@ -484,7 +478,7 @@ async fn sample(
     dep: &Deployment,
     e: &Endpoint,
 ) -> (u64, ControlSample, ReplicationSample, Vec<Value>) {
-    let at = now_ms();
+    let at = now_ms_unsigned();
     let (control, repl) = tokio::join!(
         dep.probe
             .get(format!("{}/api/v1/control/status", e.url))

@@ -12,7 +12,7 @@
 //! current metadata; all of them for a table new here) and the metadata file itself are made
 //! present in the local bucket, copied from the primary's — for all the records of a chunk
 //! of units at once (`super::pipeline`); only then does
-//! [`MetadataStore::apply_replicated`] apply the chunk's units (those before the first
+//! [`ReplicationLog::apply_replicated`] apply the chunk's units (those before the first
 //! record that could not be prepared) and advance the watermark in one transaction. A crash
 //! at any point resumes from the watermark; re-applying is a no-op.
 //!
@@ -32,6 +32,8 @@
 //! A drop whose record says the primary purged the table's files (`"purge": true`) also
 //! deletes this region's copies, once applied. Records of a catalog rebuilt by a resync up
 //! to its floor are logged without copying or applying anything ([`super::resync`]).
+//!
+//! [`ReplicationLog::apply_replicated`]: crate::store::ReplicationLog::apply_replicated
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -47,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::copier::{CopyReport, ObjectCopier};
 use super::pipeline::{PagePreparer, TableChange};
+use crate::clock::now_ms;
 use crate::config::ReplicationSection;
 use crate::control::KnownControl;
 use crate::storage::ObjectStore;
@@ -200,10 +203,6 @@ impl RoundError {
             message: e.to_string(),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// The client of every call this region makes to a peer's `/api/v1/replication/...` API

@@ -7,7 +7,7 @@
 //!    table every object its current metadata references ([`objects_of_table`]) and the
 //!    metadata file, for each view its metadata file (bounded parallelism, size/ETag
 //!    compared, only what differs is copied).
-//! 3. One transaction ([`MetadataStore::replace_catalogs`]): the catalog's namespaces,
+//! 3. One transaction ([`AntiEntropyStore::replace_catalogs`]): the catalog's namespaces,
 //!    tables and views are replaced by the primary's, and the catalog gets a resync floor
 //!    `H`. The watermark does not move: records after it still arrive in order, those of the
 //!    catalog up to `H` are logged without being applied (already reflected), so nothing is
@@ -16,6 +16,8 @@
 //!
 //! A crash before step 3 commits leaves the region as it was (plus copied objects); the
 //! resync is simply run again.
+//!
+//! [`AntiEntropyStore::replace_catalogs`]: crate::store::AntiEntropyStore::replace_catalogs
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use iceberg::spec::TableMetadata;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::clock::now_ms;
 use crate::config::{CatalogReplicationMode, ReplicationMode, ReplicationSection, SyncPolicy};
 
 /// `(epoch, seq)` of a commit, as `x-pangolin-commit-token: <epoch>-<seq>` carries it:
@@ -196,10 +197,6 @@ impl Drop for PollGuard<'_> {
             s.last_seen_ms = Some(now_ms());
         }
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// The secondaries of this node's region and the sync-mode settings.

@@ -8,14 +8,44 @@ use bytes::Bytes;
 pub mod embedded;
 
 /// Errors of object IO.
+///
+/// [`StorageError::is_client_error`] tells the errors caused by the location a caller named
+/// (answer them 4xx) from failures of the storage itself (5xx). The `Display` of the client
+/// errors is fit for a client: the location and S3's own message, never SDK internals.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object not found: {0}")]
     NotFound(String),
     #[error("invalid object location `{0}`: expected s3://bucket/key")]
     InvalidLocation(String),
+    /// The location's bucket does not exist (S3 `NoSuchBucket`).
+    #[error("bucket `{bucket}` does not exist (location {location})")]
+    NoSuchBucket { location: String, bucket: String },
+    /// The object storage refused the location's bucket name or key (S3 `InvalidBucketName`,
+    /// `KeyTooLongError`, `InvalidObjectName`, `InvalidArgument`; e.g. a key with a `..`
+    /// segment on the embedded endpoint). `message` is S3's message, or its error code.
+    #[error("object storage refused the location {location}: {message}")]
+    InvalidObjectName { location: String, message: String },
+    /// Anything else: the storage failed (unreachable, refused the credentials, answered an
+    /// internal error...). `message` carries the SDK's whole error context: log it, never
+    /// send it to a client.
     #[error("object storage request failed for {location}: {message}")]
     Request { location: String, message: String },
+}
+
+impl StorageError {
+    /// True when the error comes from the location the caller named (invalid location, no
+    /// such bucket, refused key): retrying will not help, and the caller's client should get a
+    /// 4xx. [`StorageError::NotFound`] is not included: whether a missing object is the
+    /// caller's mistake or lost data depends on the operation, so callers decide.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            StorageError::InvalidLocation(_)
+                | StorageError::NoSuchBucket { .. }
+                | StorageError::InvalidObjectName { .. }
+        )
+    }
 }
 
 /// How to reach one region's object storage.
@@ -71,6 +101,31 @@ fn request_error(location: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::Request {
         location: location.to_string(),
         message: e.to_string(),
+    }
+}
+
+/// Classifies a failed S3 request on `location` by its S3 error code: the ones caused by the
+/// location itself become client errors ([`StorageError::is_client_error`]), everything else a
+/// [`StorageError::Request`] with the SDK's full error context (for the log).
+fn sdk_error<E>(location: &str, e: E) -> StorageError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e.code() {
+        Some("NoSuchBucket") => StorageError::NoSuchBucket {
+            location: location.to_string(),
+            bucket: parse_location(location)
+                .map(|(b, _)| b.to_string())
+                .unwrap_or_default(),
+        },
+        Some(
+            code @ ("InvalidBucketName" | "KeyTooLongError" | "InvalidObjectName"
+            | "InvalidArgument"),
+        ) => StorageError::InvalidObjectName {
+            location: location.to_string(),
+            message: e.message().unwrap_or(code).to_string(),
+        },
+        _ => request_error(location, aws_sdk_s3::error::DisplayErrorContext(e)),
     }
 }
 
@@ -156,7 +211,7 @@ impl ObjectStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| request_error(location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| sdk_error(location, e))?;
         Ok(())
     }
 
@@ -188,10 +243,7 @@ impl ObjectStore {
                 if svc.is_not_found() {
                     Ok(false)
                 } else {
-                    Err(request_error(
-                        location,
-                        aws_sdk_s3::error::DisplayErrorContext(svc),
-                    ))
+                    Err(sdk_error(location, svc))
                 }
             }
         }
@@ -206,7 +258,7 @@ impl ObjectStore {
             .key(key)
             .send()
             .await
-            .map_err(|e| request_error(location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| sdk_error(location, e))?;
         Ok(())
     }
 
@@ -225,9 +277,7 @@ impl ObjectStore {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| {
-                    request_error(prefix_location, aws_sdk_s3::error::DisplayErrorContext(e))
-                })?;
+                .map_err(|e| sdk_error(prefix_location, e))?;
             for obj in resp.contents() {
                 if let Some(k) = obj.key() {
                     out.push(format!("s3://{bucket}/{k}"));
@@ -417,10 +467,7 @@ impl ObjectStore {
                 if svc.is_not_found() {
                     Ok(None)
                 } else {
-                    Err(request_error(
-                        location,
-                        aws_sdk_s3::error::DisplayErrorContext(svc),
-                    ))
+                    Err(sdk_error(location, svc))
                 }
             }
         }
@@ -442,7 +489,7 @@ impl ObjectStore {
                 if svc.is_no_such_key() {
                     StorageError::NotFound(location.to_string())
                 } else {
-                    request_error(location, aws_sdk_s3::error::DisplayErrorContext(svc))
+                    sdk_error(location, svc)
                 }
             })?;
         Ok(ObjectStream {
@@ -475,7 +522,7 @@ impl ObjectStore {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| request_error(location, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(|e| sdk_error(location, e))?;
             return Ok(TransferMethod::SinglePut);
         }
         let upload_id = self
@@ -485,7 +532,7 @@ impl ObjectStore {
             .key(key)
             .send()
             .await
-            .map_err(|e| request_error(location, aws_sdk_s3::error::DisplayErrorContext(e)))?
+            .map_err(|e| sdk_error(location, e))?
             .upload_id()
             .map(str::to_string)
             .ok_or_else(|| {
@@ -845,5 +892,53 @@ mod tests {
             ServiceIdentity::of(&settings("http://127.0.0.1:9000", "k", "OTHER"))
         );
         assert!(!format!("{a:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn location_errors_are_client_errors_with_clean_messages() {
+        use aws_sdk_s3::error::ErrorMetadata;
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        let s3 = |code: &str, message: Option<&str>| {
+            let mut m = ErrorMetadata::builder().code(code);
+            if let Some(message) = message {
+                m = m.message(message);
+            }
+            GetObjectError::generic(m.build())
+        };
+        let e = sdk_error(
+            "s3://nob/x.json",
+            s3("NoSuchBucket", Some("The specified bucket does not exist")),
+        );
+        assert!(e.is_client_error(), "{e:?}");
+        assert!(
+            matches!(&e, StorageError::NoSuchBucket { bucket, .. } if bucket == "nob"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "bucket `nob` does not exist (location s3://nob/x.json)"
+        );
+        let e = sdk_error(
+            "s3://demo/a/../b",
+            s3(
+                "InvalidArgument",
+                Some("the object key has a '..' path segment"),
+            ),
+        );
+        assert!(e.is_client_error(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "object storage refused the location s3://demo/a/../b: the object key has a '..' path segment"
+        );
+        let e = sdk_error("s3://Bad!/b", s3("InvalidBucketName", None));
+        assert!(e.is_client_error(), "{e:?}");
+        assert!(e.to_string().ends_with(": InvalidBucketName"), "{e}");
+        assert!(!e.to_string().contains("ErrorMetadata"), "{e}");
+        // A failure of the storage itself stays a server error.
+        let e = sdk_error("s3://demo/x", s3("InternalError", Some("disk on fire")));
+        assert!(!e.is_client_error(), "{e:?}");
+        assert!(matches!(e, StorageError::Request { .. }), "{e:?}");
+        assert!(StorageError::InvalidLocation("x".into()).is_client_error());
+        assert!(!StorageError::NotFound("s3://demo/x".into()).is_client_error());
     }
 }

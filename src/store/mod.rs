@@ -1,27 +1,40 @@
 //! Metadata store: the catalog's durable rows (tenants, warehouses, catalogs, namespaces,
 //! tables and views, the replication change log and the region's fencing epoch).
 //!
-//! One trait, [`MetadataStore`], with one SQL implementation ([`SqlStore`]) that runs on
-//! SQLite (embedded default) and PostgreSQL (production). Every mutation checks the region's
-//! fencing epoch and appends its [`ChangeRecord`] in the same transaction as the mutation.
+//! [`MetadataStore`] bundles one trait per area — [`CatalogStore`] (reads of the catalog's
+//! entities), [`ReplicationLog`], [`AntiEntropyStore`], [`IdempotencyStore`],
+//! [`ReportStore`], [`DrillStore`] — and adds fencing and the write transaction. It has one
+//! SQL implementation ([`SqlStore`]) that runs on SQLite (embedded default) and PostgreSQL
+//! (production).
+//!
+//! Every write of catalog state runs in a [`StoreTxn`] ([`MetadataStore::begin`]): it checks
+//! the region's fencing epoch once, at its start, holds any number of mutations, and appends
+//! each mutation's [`ChangeRecord`] in the same transaction, so a caller composes a write
+//! (e.g. a namespace with its missing ancestors) that commits whole or not at all.
 //!
 //! The change log is the deployment's replication log: a region that is not primary applies
-//! the primary's records with [`MetadataStore::apply_replicated`] (objects first, see
+//! the primary's records with [`ReplicationLog::apply_replicated`] (objects first, see
 //! `crate::replication`), which appends them to its own log under the same seq in the same
 //! transaction, so its watermark is its log's last seq.
 //!
-//! Besides catalog state, the store keeps two kinds of region-local bookkeeping that are
-//! neither fenced nor replicated: `Idempotency-Key` reservations with their final responses,
-//! and received metrics reports (bounded per catalog).
+//! Besides catalog state, the store keeps region-local bookkeeping that is neither fenced
+//! nor replicated: `Idempotency-Key` reservations with their final responses, received
+//! metrics reports (bounded per catalog) and the drill history.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+mod change;
 mod sql;
+mod txn;
 
+pub use change::{
+    ApplyOutcome, BootstrapEntities, Change, ChangeRecord, ReplicationWatermark, TxnPosition,
+};
 pub use sql::SqlStore;
+pub use txn::StoreTxn;
 
 /// Result type of the store layer.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -150,8 +163,9 @@ impl TableRecord {
     /// Equal rows, where a record that carries no location (written by an older primary)
     /// matches a row whatever its location.
     pub fn same_row(&self, other: &TableRecord) -> bool {
-        let location_matches =
-            self.location.is_empty() || other.location.is_empty() || self.location == other.location;
+        let location_matches = self.location.is_empty()
+            || other.location.is_empty()
+            || self.location == other.location;
         location_matches
             && self.id == other.id
             && self.catalog_id == other.catalog_id
@@ -209,207 +223,13 @@ pub struct PointerSwap {
     pub new_location: Option<String>,
 }
 
-/// Who writes and under which fencing epoch. Every mutation carries one.
+/// Who writes and under which fencing epoch: every write transaction begins with one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteContext {
     /// Must equal the region's stored epoch, else [`StoreError::StaleEpoch`] and nothing is written.
     pub epoch: i64,
     /// Request id / principal, recorded in the change log.
     pub actor: String,
-}
-
-/// One entry of the replication outbox, appended in the same transaction as its mutation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangeRecord {
-    /// Strictly increasing, gap-free order of commits within one region's log.
-    pub seq: i64,
-    pub epoch: i64,
-    pub catalog_id: Option<String>,
-    /// e.g. `create_namespace`, `commit_table`, `drop_table`, `rename_table`.
-    pub op: String,
-    /// Enough to re-apply the change elsewhere (entity ids, names, new pointer).
-    pub payload: serde_json::Value,
-    pub actor: String,
-    pub created_ms: i64,
-}
-
-/// A change record decoded into what it changes (see [`ChangeRecord::decode`]). The payloads
-/// are the JSON the SQL store writes for each op.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    CreateTenant(Tenant),
-    CreateWarehouse(Warehouse),
-    CreateCatalog(Catalog),
-    CreateNamespace(NamespaceRecord),
-    /// Carries the namespace's whole property map after the update.
-    UpdateNamespaceProperties(NamespaceRecord),
-    DropNamespace {
-        catalog_id: String,
-        namespace: Vec<String>,
-    },
-    /// The new row (version 1), from createTable, registerTable or createView.
-    CreateTable(TableRecord),
-    /// The row after one pointer swap (its new version and metadata location).
-    CommitTable(TableRecord),
-    /// The row that was removed.
-    DropTable(TableRecord),
-    /// The row at its new name.
-    RenameTable {
-        record: TableRecord,
-        from_namespace: Vec<String>,
-        from_name: String,
-    },
-}
-
-impl Change {
-    /// The table or view row a change creates or moves the pointer of (whose files must be
-    /// present before the change is applied elsewhere).
-    pub fn pointer(&self) -> Option<&TableRecord> {
-        match self {
-            Change::CreateTable(r) | Change::CommitTable(r) => Some(r),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct NamespacePayload {
-    catalog_id: String,
-    namespace: Vec<String>,
-    #[serde(default)]
-    properties: HashMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct RenamePayload {
-    id: String,
-    catalog_id: String,
-    kind: EntityKind,
-    from_namespace: Vec<String>,
-    from_name: String,
-    to_namespace: Vec<String>,
-    to_name: String,
-    metadata_location: String,
-    version: i64,
-    #[serde(default)]
-    location: String,
-}
-
-/// Position of a record inside a multi-record transaction (a multi-table commit appends one
-/// `commit_table` record per table): `txn_index` 0..`txn_count`. A replica applies the
-/// records of one transaction together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxnPosition {
-    pub txn_index: u32,
-    pub txn_count: u32,
-}
-
-impl ChangeRecord {
-    /// Decodes the payload of a known op. An unknown op or a payload that does not match
-    /// its op is an error naming the record (a newer primary's record; upgrade this region).
-    pub fn decode(&self) -> std::result::Result<Change, String> {
-        fn parse<T: serde::de::DeserializeOwned>(
-            r: &ChangeRecord,
-        ) -> std::result::Result<T, String> {
-            serde_json::from_value(r.payload.clone()).map_err(|e| {
-                format!(
-                    "change record {} ({}) has an unexpected payload: {e}",
-                    r.seq, r.op
-                )
-            })
-        }
-        Ok(match self.op.as_str() {
-            "create_tenant" => Change::CreateTenant(parse(self)?),
-            "create_warehouse" => Change::CreateWarehouse(parse(self)?),
-            "create_catalog" => Change::CreateCatalog(parse(self)?),
-            "create_namespace" | "update_namespace_properties" => {
-                let p: NamespacePayload = parse(self)?;
-                let record = NamespaceRecord {
-                    catalog_id: p.catalog_id,
-                    name: p.namespace,
-                    properties: p.properties,
-                };
-                if self.op == "create_namespace" {
-                    Change::CreateNamespace(record)
-                } else {
-                    Change::UpdateNamespaceProperties(record)
-                }
-            }
-            "drop_namespace" => {
-                let p: NamespacePayload = parse(self)?;
-                Change::DropNamespace {
-                    catalog_id: p.catalog_id,
-                    namespace: p.namespace,
-                }
-            }
-            "create_table" => Change::CreateTable(parse(self)?),
-            "commit_table" => Change::CommitTable(parse(self)?),
-            "drop_table" => Change::DropTable(parse(self)?),
-            "rename_table" => {
-                let p: RenamePayload = parse(self)?;
-                Change::RenameTable {
-                    record: TableRecord {
-                        id: p.id,
-                        catalog_id: p.catalog_id,
-                        namespace: p.to_namespace,
-                        name: p.to_name,
-                        kind: p.kind,
-                        metadata_location: p.metadata_location,
-                        version: p.version,
-                        location: p.location,
-                    },
-                    from_namespace: p.from_namespace,
-                    from_name: p.from_name,
-                }
-            }
-            other => {
-                return Err(format!(
-                "change record {} has op {other:?}, which this version of Pangolin cannot apply",
-                self.seq
-            ))
-            }
-        })
-    }
-
-    /// Where the record sits in a multi-record transaction; None for a record alone.
-    pub fn txn_position(&self) -> Option<TxnPosition> {
-        let p: TxnPosition = serde_json::from_value(self.payload.clone()).ok()?;
-        (p.txn_count > 1 && p.txn_index < p.txn_count).then_some(p)
-    }
-}
-
-/// A region's position in the deployment's change log.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicationWatermark {
-    /// Highest seq this region's database holds: the last record applied from another
-    /// region, or committed here while primary (0: none).
-    pub seq: i64,
-    /// Epoch of that record.
-    pub epoch: i64,
-    /// When that record was committed, at the region that committed it (0: no record).
-    pub created_ms: i64,
-    /// When the last replicated record was applied here (0: never).
-    pub applied_ms: i64,
-    /// Whether an operator paused this region's replicator (kept across restarts).
-    pub paused: bool,
-}
-
-/// What [`MetadataStore::apply_replicated`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    /// The records were applied; the watermark is now this seq.
-    Applied { watermark: i64 },
-    /// Every record was at or below the watermark already (applied before): nothing done.
-    AlreadyApplied { watermark: i64 },
-}
-
-/// The entities a region creates at first start (`[bootstrap]`), with the ids they get.
-/// See [`MetadataStore::bootstrap`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct BootstrapEntities {
-    pub tenant: Tenant,
-    pub warehouse: Option<Warehouse>,
-    pub catalog: Option<Catalog>,
 }
 
 /// Keyset pagination: `token` is the last name of the previous page (opaque to clients, the
@@ -445,7 +265,7 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
-/// What [`MetadataStore::begin_idempotent`] found for a key.
+/// What [`IdempotencyStore::begin_idempotent`] found for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyStart {
     /// The key is now reserved (pending) for this caller, who runs the request and then
@@ -496,7 +316,7 @@ pub struct MetricsReportQuery {
     pub limit: u32,
 }
 
-/// One catalog's rows as a region holds them (see [`MetadataStore::state_snapshot`]).
+/// One catalog's rows as a region holds them (see [`AntiEntropyStore::state_snapshot`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
     pub tenant: Tenant,
@@ -508,7 +328,7 @@ pub struct CatalogState {
     pub tables: Vec<TableRecord>,
 }
 
-/// Which catalogs a [`MetadataStore::state_snapshot`] reads.
+/// Which catalogs a [`AntiEntropyStore::state_snapshot`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogSelector {
     All,
@@ -529,7 +349,7 @@ pub struct StateSnapshot {
     pub catalogs: Vec<CatalogState>,
 }
 
-/// What [`MetadataStore::replace_catalogs`] does, in one transaction.
+/// What [`AntiEntropyStore::replace_catalogs`] does, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CatalogReplacement {
     /// The primary's head the replacement rows reflect: records of these catalogs up to it
@@ -583,21 +403,42 @@ pub struct QuarantineEntry {
     pub record: ChangeRecord,
 }
 
-/// The catalog's durable state. Implementations must make every method atomic.
+/// The catalog's durable state: every area's trait, plus fencing and the transaction every
+/// fenced, logged write runs in. `Arc<dyn MetadataStore>` is what the layers above hold.
+///
+/// A write is a [`StoreTxn`] from [`MetadataStore::begin`]: the epoch is checked once there,
+/// each mutation's change record is appended in the same transaction, and
+/// [`StoreTxn::commit`] makes all of it durable at once (dropping the transaction instead
+/// writes nothing). The one-shot write methods below are that transaction with a single
+/// mutation, for callers that need no more.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait MetadataStore:
+    CatalogStore + ReplicationLog + AntiEntropyStore + IdempotencyStore + ReportStore + DrillStore
+{
     /// Backend name for logs and metrics: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    // ---- fencing -------------------------------------------------------------------------
     /// The region's current fencing epoch (starts at 1).
     async fn current_epoch(&self) -> Result<i64>;
     /// Raise the region's epoch (control plane only). Lowering it is refused with `Invalid`.
+    /// Waits for transactions in flight, and fences every one begun after it.
     async fn set_epoch(&self, epoch: i64) -> Result<()>;
 
-    // ---- tenants, warehouses, catalogs ---------------------------------------------------
-    async fn create_tenant(&self, ctx: &WriteContext, name: &str) -> Result<Tenant>;
-    async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>>;
+    /// Starts a write transaction under `ctx`: [`StoreError::StaleEpoch`] (nothing written)
+    /// unless `ctx.epoch` is the region's epoch, which then cannot change until the
+    /// transaction ends. See [`StoreTxn`] for what it holds.
+    async fn begin(&self, ctx: &WriteContext) -> Result<Box<dyn StoreTxn>>;
+
+    // One-shot writes: `begin`, one mutation, `commit`. Errors as the StoreTxn method says.
+
+    /// See [`StoreTxn::create_tenant`].
+    async fn create_tenant(&self, ctx: &WriteContext, name: &str) -> Result<Tenant> {
+        let mut txn = self.begin(ctx).await?;
+        let tenant = txn.create_tenant(name).await?;
+        txn.commit().await?;
+        Ok(tenant)
+    }
+    /// See [`StoreTxn::create_warehouse`].
     async fn create_warehouse(
         &self,
         ctx: &WriteContext,
@@ -605,9 +446,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         name: &str,
         bucket: &str,
         key_prefix: &str,
-    ) -> Result<Warehouse>;
-    async fn get_warehouse(&self, tenant_id: &str, name: &str) -> Result<Option<Warehouse>>;
-    async fn get_warehouse_by_id(&self, id: &str) -> Result<Option<Warehouse>>;
+    ) -> Result<Warehouse> {
+        let mut txn = self.begin(ctx).await?;
+        let warehouse = txn
+            .create_warehouse(tenant_id, name, bucket, key_prefix)
+            .await?;
+        txn.commit().await?;
+        Ok(warehouse)
+    }
+    /// See [`StoreTxn::create_catalog`].
     async fn create_catalog(
         &self,
         ctx: &WriteContext,
@@ -615,20 +462,182 @@ pub trait MetadataStore: Send + Sync + 'static {
         warehouse_id: &str,
         name: &str,
         properties: &HashMap<String, String>,
-    ) -> Result<Catalog>;
-    async fn get_catalog(&self, tenant_id: &str, name: &str) -> Result<Option<Catalog>>;
-    async fn list_catalogs(&self, tenant_id: &str) -> Result<Vec<Catalog>>;
-
-    // ---- namespaces ----------------------------------------------------------------------
-    /// Fails with NotFound(Namespace(parent)) when a nested namespace's parent is missing,
-    /// AlreadyExists when it exists.
+    ) -> Result<Catalog> {
+        let mut txn = self.begin(ctx).await?;
+        let catalog = txn
+            .create_catalog(tenant_id, warehouse_id, name, properties)
+            .await?;
+        txn.commit().await?;
+        Ok(catalog)
+    }
+    /// See [`StoreTxn::create_namespace`].
     async fn create_namespace(
         &self,
         ctx: &WriteContext,
         catalog_id: &str,
         name: &[String],
         properties: &HashMap<String, String>,
-    ) -> Result<NamespaceRecord>;
+    ) -> Result<NamespaceRecord> {
+        let mut txn = self.begin(ctx).await?;
+        let namespace = txn.create_namespace(catalog_id, name, properties).await?;
+        txn.commit().await?;
+        Ok(namespace)
+    }
+    /// See [`StoreTxn::drop_namespace`].
+    async fn drop_namespace(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+    ) -> Result<()> {
+        let mut txn = self.begin(ctx).await?;
+        txn.drop_namespace(catalog_id, name).await?;
+        txn.commit().await
+    }
+    /// See [`StoreTxn::update_namespace_properties`].
+    async fn update_namespace_properties(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        name: &[String],
+        removals: &[String],
+        updates: &HashMap<String, String>,
+    ) -> Result<PropertiesUpdate> {
+        let mut txn = self.begin(ctx).await?;
+        let update = txn
+            .update_namespace_properties(catalog_id, name, removals, updates)
+            .await?;
+        txn.commit().await?;
+        Ok(update)
+    }
+    /// [`MetadataStore::create_entity`] of a row that owns no location (as rows written before
+    /// locations were recorded). The catalog always names one; this is for tools and tests.
+    async fn create_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        metadata_location: &str,
+    ) -> Result<TableRecord> {
+        self.create_entity(
+            ctx,
+            catalog_id,
+            namespace,
+            name,
+            kind,
+            metadata_location,
+            "",
+        )
+        .await
+    }
+    /// See [`StoreTxn::create_entity`].
+    #[allow(clippy::too_many_arguments)]
+    async fn create_entity(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        metadata_location: &str,
+        location: &str,
+    ) -> Result<TableRecord> {
+        let mut txn = self.begin(ctx).await?;
+        let record = txn
+            .create_entity(
+                catalog_id,
+                namespace,
+                name,
+                kind,
+                metadata_location,
+                location,
+            )
+            .await?;
+        txn.commit().await?;
+        Ok(record)
+    }
+    /// See [`StoreTxn::commit_tables`].
+    async fn commit_tables(
+        &self,
+        ctx: &WriteContext,
+        swaps: &[PointerSwap],
+    ) -> Result<Vec<TableRecord>> {
+        let mut txn = self.begin(ctx).await?;
+        let records = txn.commit_tables(swaps).await?;
+        txn.commit().await?;
+        Ok(records)
+    }
+    /// [`MetadataStore::drop_table_purging`] without purge: removes the entity of `kind` and
+    /// returns it (NotFound(Table|View) otherwise).
+    async fn drop_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord> {
+        self.drop_table_purging(ctx, catalog_id, namespace, name, kind, false)
+            .await
+            .map(|dropped| dropped.record)
+    }
+    /// See [`StoreTxn::drop_entity`].
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_table_purging(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        namespace: &[String],
+        name: &str,
+        kind: EntityKind,
+        purge: bool,
+    ) -> Result<DroppedEntity> {
+        let mut txn = self.begin(ctx).await?;
+        let dropped = txn
+            .drop_entity(catalog_id, namespace, name, kind, purge)
+            .await?;
+        txn.commit().await?;
+        Ok(dropped)
+    }
+    /// See [`StoreTxn::rename_entity`].
+    #[allow(clippy::too_many_arguments)]
+    async fn rename_table(
+        &self,
+        ctx: &WriteContext,
+        catalog_id: &str,
+        from_namespace: &[String],
+        from_name: &str,
+        to_namespace: &[String],
+        to_name: &str,
+        kind: EntityKind,
+    ) -> Result<TableRecord> {
+        let mut txn = self.begin(ctx).await?;
+        let record = txn
+            .rename_entity(
+                catalog_id,
+                from_namespace,
+                from_name,
+                to_namespace,
+                to_name,
+                kind,
+            )
+            .await?;
+        txn.commit().await?;
+        Ok(record)
+    }
+}
+
+/// Reads of the catalog's entities, outside any transaction (each read is one statement or
+/// one consistent read).
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    async fn get_tenant(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn get_warehouse(&self, tenant_id: &str, name: &str) -> Result<Option<Warehouse>>;
+    async fn get_warehouse_by_id(&self, id: &str) -> Result<Option<Warehouse>>;
+    async fn get_catalog(&self, tenant_id: &str, name: &str) -> Result<Option<Catalog>>;
+    async fn list_catalogs(&self, tenant_id: &str) -> Result<Vec<Catalog>>;
     async fn get_namespace(
         &self,
         catalog_id: &str,
@@ -642,61 +651,6 @@ pub trait MetadataStore: Send + Sync + 'static {
         parent: Option<&[String]>,
         page: &PageRequest,
     ) -> Result<Page<Vec<String>>>;
-    /// NamespaceNotEmpty when it holds tables, views or child namespaces.
-    async fn drop_namespace(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        name: &[String],
-    ) -> Result<()>;
-    async fn update_namespace_properties(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        name: &[String],
-        removals: &[String],
-        updates: &HashMap<String, String>,
-    ) -> Result<PropertiesUpdate>;
-
-    // ---- tables and views ----------------------------------------------------------------
-    /// [`MetadataStore::create_entity`] of a row that owns no location (as rows written before
-    /// locations were recorded). The catalog always names one; this is for tools and tests.
-    async fn create_table(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        namespace: &[String],
-        name: &str,
-        kind: EntityKind,
-        metadata_location: &str,
-    ) -> Result<TableRecord> {
-        self.create_entity(ctx, catalog_id, namespace, name, kind, metadata_location, "")
-            .await
-    }
-    /// AlreadyExists when a table OR view of that name exists; NotFound(Namespace) when the
-    /// namespace is missing; LocationConflict when `location` equals, contains or lies
-    /// inside a location another live entity owns (checked in the same transaction, so two
-    /// concurrent creates cannot both claim one). An empty `location` claims nothing.
-    /// Version starts at 1.
-    #[allow(clippy::too_many_arguments)]
-    async fn create_entity(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        namespace: &[String],
-        name: &str,
-        kind: EntityKind,
-        metadata_location: &str,
-        location: &str,
-    ) -> Result<TableRecord>;
-    /// Live location claims (current and retired) that equal `location`, contain it or lie
-    /// inside it.
-    async fn location_claims(&self, location: &str) -> Result<Vec<LocationClaim>>;
-    /// Rows written before locations were recorded (empty location), at most `limit`.
-    async fn entities_without_location(&self, limit: u32) -> Result<Vec<TableRecord>>;
-    /// Fills in the location of a row that has none (region-local: derived from the
-    /// metadata file the row points at, neither fenced nor logged).
-    async fn fill_location(&self, table_id: &str, location: &str) -> Result<()>;
     /// The entity of that name whatever its kind (callers check `kind`). One indexed read:
     /// this is the loadTable hot path.
     async fn get_table(
@@ -705,6 +659,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         namespace: &[String],
         name: &str,
     ) -> Result<Option<TableRecord>>;
+    /// The table or view with that id.
+    async fn get_table_by_id(&self, id: &str) -> Result<Option<TableRecord>>;
     /// Names of the entities of `kind` in the namespace, ordered by name.
     /// NotFound(Namespace) when the namespace is missing.
     async fn list_tables(
@@ -714,42 +670,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         kind: EntityKind,
         page: &PageRequest,
     ) -> Result<Page<String>>;
-    /// Moves every pointer or none, in one transaction: each swap compares the version
-    /// (`CommitConflict` when any moved) and bumps it. Returns the new records in input order.
-    async fn commit_tables(
-        &self,
-        ctx: &WriteContext,
-        swaps: &[PointerSwap],
-    ) -> Result<Vec<TableRecord>>;
-    /// Removes the entity of `kind` and returns it (NotFound(Table|View) otherwise).
-    async fn drop_table(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        namespace: &[String],
-        name: &str,
-        kind: EntityKind,
-    ) -> Result<TableRecord>;
-    /// NotFound(Table|View) for the source, NotFound(Namespace) for a missing destination
-    /// namespace, AlreadyExists when the destination name is taken by a table or a view.
-    #[allow(clippy::too_many_arguments)]
-    async fn rename_table(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        from_namespace: &[String],
-        from_name: &str,
-        to_namespace: &[String],
-        to_name: &str,
-        kind: EntityKind,
-    ) -> Result<TableRecord>;
+}
 
-    // ---- replication outbox --------------------------------------------------------------
+/// The change log as the replication log: reading it, applying another region's records,
+/// and the region-local replication state (watermark, pause flag, bootstrap rows).
+#[async_trait]
+pub trait ReplicationLog: Send + Sync + 'static {
     /// Change records with `seq > after`, in order, at most `limit`.
     async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>>;
-
-    // ---- replication (apply side) --------------------------------------------------------
-
     /// Creates the bootstrap entities that do not exist yet (looked up by name: tenant by
     /// name, warehouse and catalog by tenant and name) with the given ids, in one
     /// transaction, and returns the entities as stored (an existing entity keeps its id; a
@@ -773,23 +701,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn apply_replicated(&self, records: &[ChangeRecord]) -> Result<ApplyOutcome>;
     /// Records that an operator paused (true) or resumed (false) this region's replicator.
     async fn set_replication_paused(&self, paused: bool) -> Result<()>;
-    /// The table or view with that id.
-    async fn get_table_by_id(&self, id: &str) -> Result<Option<TableRecord>>;
+}
 
-    // ---- anti-entropy (verify, resync, failback, purge propagation) ----------------------
-
-    /// [`MetadataStore::drop_table`] whose change record also says whether the table's
-    /// files are purged (`"purge": true`), so that other regions purge their copies.
-    #[allow(clippy::too_many_arguments)]
-    async fn drop_table_purging(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        namespace: &[String],
-        name: &str,
-        kind: EntityKind,
-        purge: bool,
-    ) -> Result<DroppedEntity>;
+/// Anti-entropy (verify, resync, failback) and location bookkeeping: whole-catalog reads and
+/// replacements, resync floors, the failback quarantine, and location claims.
+#[async_trait]
+pub trait AntiEntropyStore: Send + Sync + 'static {
     /// The selected catalogs' rows and the change-log head, read consistently (one
     /// snapshot: PostgreSQL `REPEATABLE READ`, SQLite one read transaction).
     async fn state_snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot>;
@@ -807,10 +724,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn add_quarantine(&self, entries: &[QuarantineEntry]) -> Result<u64>;
     /// Every quarantine entry, by seq.
     async fn list_quarantine(&self) -> Result<Vec<QuarantineEntry>>;
+    /// Live location claims (current and retired) that equal `location`, contain it or lie
+    /// inside it.
+    async fn location_claims(&self, location: &str) -> Result<Vec<LocationClaim>>;
+    /// Rows written before locations were recorded (empty location), at most `limit`.
+    async fn entities_without_location(&self, limit: u32) -> Result<Vec<TableRecord>>;
+    /// Fills in the location of a row that has none (region-local: derived from the
+    /// metadata file the row points at, neither fenced nor logged).
+    async fn fill_location(&self, table_id: &str, location: &str) -> Result<()>;
+}
 
-    // ---- idempotency keys ----------------------------------------------------------------
-    // Region-local request bookkeeping, not catalog state: not fenced, not in the change log.
-
+/// `Idempotency-Key` reservations and their final responses. Region-local request
+/// bookkeeping, not catalog state: not fenced, not in the change log.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
     /// Looks up `key` and reserves it when it is free, race-free: of concurrent callers with
     /// a free key exactly one gets `Started`. A key is free when unknown, when first used
     /// `lifetime_ms` or more before `now_ms` (expired: treated as new, whatever its
@@ -838,10 +765,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn abandon_idempotent(&self, key: &str, token: &str) -> Result<bool>;
     /// Deletes every key first used before `older_than_ms`; returns how many.
     async fn purge_idempotency_keys(&self, older_than_ms: i64) -> Result<u64>;
+}
 
-    // ---- metrics reports -----------------------------------------------------------------
-    // Region-local telemetry, not catalog state: not fenced, not in the change log.
-
+/// Received metrics reports. Region-local telemetry, not catalog state: not fenced, not in
+/// the change log.
+#[async_trait]
+pub trait ReportStore: Send + Sync + 'static {
     /// Stores a report and trims its catalog's reports to the `retention` newest
     /// (`retention` must be positive).
     async fn record_metrics_report(&self, report: &MetricsReport, retention: u64) -> Result<()>;
@@ -851,10 +780,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         catalog_id: &str,
         query: &MetricsReportQuery,
     ) -> Result<Vec<MetricsReport>>;
+}
 
-    // ---- drill history -------------------------------------------------------------------
-    // Region-local, like metrics reports: not fenced, not in the change log.
-
+/// The region's failover drill history. Region-local, like metrics reports: not fenced, not
+/// in the change log.
+#[async_trait]
+pub trait DrillStore: Send + Sync + 'static {
     /// Stores a drill report; a report with the same id replaces the stored one.
     async fn record_drill(&self, drill: &DrillRecord) -> Result<()>;
     /// Summaries of the stored drills (without their reports), newest first.

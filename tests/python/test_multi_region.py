@@ -25,7 +25,7 @@ What is checked:
    until all three voters are back.
 
 Replication to the secondary is asynchronous, so these tests read through the primary's
-catalog (replication has its own tests in tests/replication.rs), and a test that switches
+catalog (replication has its own tests in tests/it/replication.rs), and a test that switches
 the primary reads only tables it created after the switch.
 
 Each test starts from "us-east-1 is primary and writable" (the ``us_primary`` fixture switches

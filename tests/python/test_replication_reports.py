@@ -12,8 +12,8 @@ defect where any HTTP client could report any watermark for any region name:
    is set), a watermark beyond the log head is still refused with 400.
 4. Plain reads of the change log (no ``region``/``applied``) stay open for now.
 
-Settings (environment): ``PANGOLIN_DEV_DATA_DIR`` (optional: the ``--data-dir`` of the
-running ``pangolin dev``, for check 3).
+Settings (environment): ``PANGOLIN_DEV_DATA_DIR`` (required by check 3, which fails without
+it: the ``--data-dir`` of the running ``pangolin dev``).
 
 Run: ``$HOME/.cache/pangolin/venv/bin/python -m pytest -v tests/python/test_replication_reports.py``
 with ``pangolin dev`` running.
@@ -112,7 +112,11 @@ def test_reports_without_the_peer_secret_are_refused(region: str) -> None:
 def test_a_watermark_beyond_the_head_is_refused_even_with_the_secret() -> None:
     secret = dev_secret()
     if secret is None:
-        pytest.skip("PANGOLIN_DEV_DATA_DIR not set (or no peer_secret in it)")
+        pytest.fail(
+            "this check needs the dev peer secret: set PANGOLIN_DEV_DATA_DIR to the --data-dir of the "
+            "running pangolin dev (tests/multi_region.sh does)",
+            pytrace=False,
+        )
     for region, uri in CATALOG.items():
         other = OTHER[region]
         response = changes(uri, {"after": 0, "region": other, "applied": FORGED}, {SECRET_HEADER: secret})

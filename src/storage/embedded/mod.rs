@@ -9,8 +9,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
@@ -20,13 +18,28 @@ mod list;
 mod s3;
 mod store;
 
-/// Binds `listen` and serves the directory `root` until `shutdown` fires.
+/// Binds `listen` and serves the directory `root` until `shutdown` fires, with the default
+/// connection limits ([`crate::http_server::HttpLimits::default`], for uploads).
 /// Returns the bound address (useful with port 0) and the serving task.
 pub async fn start(
     listen: &str,
     root: &Path,
     access_key: &str,
     secret_key: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let limits = crate::http_server::HttpLimits::default().for_uploads();
+    start_with_limits(listen, root, access_key, secret_key, limits, shutdown).await
+}
+
+/// [`start`] with `limits` ([`crate::http_server`]; the body timeout should be
+/// [`crate::http_server::BodyTimeout::BetweenReads`] for uploads of any size).
+pub async fn start_with_limits(
+    listen: &str,
+    root: &Path,
+    access_key: &str,
+    secret_key: &str,
+    limits: crate::http_server::HttpLimits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let store = {
@@ -44,35 +57,19 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("embedded S3 cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        loop {
-            let socket = tokio::select! {
-                res = listener.accept() => match res {
-                    Ok((socket, _)) => {
-                        // Small responses (HEAD, PUT acks) must not wait for Nagle's timer.
-                        let _ = socket.set_nodelay(true);
-                        socket
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "embedded S3 accept failed");
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => break,
-            };
-            let conn = http.serve_connection(TokioIo::new(socket), service.clone());
-            let conn = graceful.watch(conn.into_owned());
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-        tokio::select! {
-            () = graceful.shutdown() => {},
-            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {},
-        }
-    });
+    let limits = crate::http_server::HttpLimits {
+        // As before: in-flight uploads get a few seconds to finish at shutdown.
+        shutdown_grace: std::time::Duration::from_secs(5),
+        ..limits
+    };
+    let task = tokio::spawn(crate::http_server::serve(
+        "embedded S3",
+        listener,
+        service,
+        limits,
+        crate::http_server::s3_timeout_answer,
+        shutdown,
+    ));
     tracing::info!(%addr, root = %root.display(), "embedded S3 endpoint listening");
     Ok((addr, task))
 }

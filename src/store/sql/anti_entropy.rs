@@ -1,6 +1,7 @@
 //! The anti-entropy side of [`SqlStore`] (schema `0004`): consistent snapshots of catalogs,
 //! replacing a catalog's rows with another region's (resync, failback), resync floors, the
-//! failback quarantine, and drops that record whether the files are purged.
+//! failback quarantine; and the location bookkeeping of [`AntiEntropyStore`], whose queries
+//! live in [`super::locations`].
 //!
 //! # Resync floors
 //! `replace_catalogs` rebuilds catalogs from the primary's state at its head `H` without
@@ -12,75 +13,26 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::replication::{insert_catalog, insert_tenant, insert_warehouse, state_row};
+use super::replication::state_row;
 use super::{
-    append_change, catalog_from_row, entity_not_found, join_namespace, now_ms,
-    properties_from_json, properties_to_json, split_namespace, table_from_row, table_payload,
-    warehouse_from_row, Backend, SqlStore,
+    catalog_from_row, insert_catalog, insert_tenant, insert_warehouse, join_namespace,
+    properties_from_json, properties_to_json, split_namespace, table_from_row, warehouse_from_row,
+    Backend, SqlStore,
 };
+use crate::clock::now_ms;
 use crate::store::{
-    CatalogReplacement, CatalogSelector, CatalogState, DroppedEntity, EntityKind, NamespaceRecord,
-    QuarantineEntry, ReplicationWatermark, Result, StateSnapshot, StoreError, Tenant,
-    WriteContext,
+    AntiEntropyStore, CatalogReplacement, CatalogSelector, CatalogState, LocationClaim,
+    NamespaceRecord, QuarantineEntry, ReplicationWatermark, Result, StateSnapshot, StoreError,
+    TableRecord, Tenant,
 };
 
-impl SqlStore {
-    pub(super) async fn drop_entity(
-        &self,
-        ctx: &WriteContext,
-        catalog_id: &str,
-        namespace: &[String],
-        name: &str,
-        kind: EntityKind,
-        purge: bool,
-    ) -> Result<DroppedEntity> {
-        let joined = join_namespace(namespace)?;
-        let now = now_ms();
-        let mut tx = self.begin_fenced(ctx).await?;
-        let row = sqlx::query(concat!(
-            "DELETE FROM tables WHERE catalog_id = $1 AND namespace = $2 AND name = $3 \
-             AND kind = $4 RETURNING ",
-            table_columns!()
-        ))
-        .bind(catalog_id)
-        .bind(joined)
-        .bind(name)
-        .bind(kind.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(entity_not_found(kind, namespace, name));
-        };
-        let record = table_from_row(&row)?;
-        let retired_locations = super::locations::release(&mut tx, &record.id).await?;
-        let mut payload = table_payload(&record);
-        if purge {
-            payload["purge"] = serde_json::Value::Bool(true);
-        }
-        if !retired_locations.is_empty() {
-            payload["retired_locations"] = serde_json::json!(retired_locations);
-        }
-        append_change(
-            self.backend,
-            &mut tx,
-            ctx,
-            Some(catalog_id),
-            "drop_table",
-            payload,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(DroppedEntity {
-            record,
-            retired_locations,
-        })
-    }
-
-    pub(super) async fn snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot> {
+#[async_trait]
+impl AntiEntropyStore for SqlStore {
+    async fn state_snapshot(&self, selector: &CatalogSelector) -> Result<StateSnapshot> {
         let mut tx = self.read.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -175,8 +127,8 @@ impl SqlStore {
         })
     }
 
-    pub(super) async fn replace(&self, r: &CatalogReplacement) -> Result<ReplicationWatermark> {
-        let mut tx = self.begin().await?;
+    async fn replace_catalogs(&self, r: &CatalogReplacement) -> Result<ReplicationWatermark> {
+        let mut tx = self.begin_write().await?;
         let current = state_row(self.backend, &mut tx, true).await?;
         match r.expect_watermark {
             Some(w) if current.seq != w => {
@@ -301,7 +253,7 @@ impl SqlStore {
         Ok(after)
     }
 
-    pub(super) async fn floors(&self) -> Result<HashMap<String, i64>> {
+    async fn resync_floors(&self) -> Result<HashMap<String, i64>> {
         let rows = sqlx::query("SELECT catalog_id, seq FROM replication_resync_floor")
             .fetch_all(&self.read)
             .await?;
@@ -310,8 +262,8 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<u64> {
-        let mut tx = self.begin().await?;
+    async fn add_quarantine(&self, entries: &[QuarantineEntry]) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
         let mut added = 0;
         for e in entries {
             let entry = serde_json::to_string(e)
@@ -333,7 +285,7 @@ impl SqlStore {
         Ok(added)
     }
 
-    pub(super) async fn quarantined(&self) -> Result<Vec<QuarantineEntry>> {
+    async fn list_quarantine(&self) -> Result<Vec<QuarantineEntry>> {
         let rows = sqlx::query("SELECT entry FROM replication_quarantine ORDER BY seq, epoch")
             .fetch_all(&self.read)
             .await?;
@@ -344,6 +296,18 @@ impl SqlStore {
                     .map_err(|e| StoreError::Invalid(format!("unreadable quarantine entry: {e}")))
             })
             .collect()
+    }
+
+    async fn location_claims(&self, location: &str) -> Result<Vec<LocationClaim>> {
+        self.claims_overlapping(location).await
+    }
+
+    async fn entities_without_location(&self, limit: u32) -> Result<Vec<TableRecord>> {
+        self.rows_without_location(limit).await
+    }
+
+    async fn fill_location(&self, table_id: &str, location: &str) -> Result<()> {
+        self.set_missing_location(table_id, location).await
     }
 }
 

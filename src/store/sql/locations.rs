@@ -20,7 +20,7 @@ use super::{Backend, SqlStore};
 use crate::store::{LocationClaim, Result, StoreError, TableRecord};
 
 /// Key of the PostgreSQL advisory lock that serializes location claims.
-const CLAIM_LOCK_KEY: i64 = 0x5041_4e47_4c4f_43; // "PANGLOC"
+const CLAIM_LOCK_KEY: i64 = 0x0050_414e_474c_4f43; // "PANGLOC"
 
 /// `location` and every `/`-prefix of it after the scheme (`s3://b`, `s3://b/k1`, ...).
 fn prefixes(location: &str) -> Vec<String> {
@@ -41,7 +41,9 @@ async fn overlapping_in(
     retired: bool,
 ) -> Result<Vec<LocationClaim>> {
     let candidates = prefixes(location);
-    let placeholders: Vec<String> = (0..candidates.len()).map(|i| format!("${}", i + 3)).collect();
+    let placeholders: Vec<String> = (0..candidates.len())
+        .map(|i| format!("${}", i + 3))
+        .collect();
     let (id_column, table) = if retired {
         ("table_id", "retired_locations")
     } else {
@@ -158,7 +160,7 @@ impl SqlStore {
     }
 
     pub(super) async fn set_missing_location(&self, table_id: &str, location: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE tables SET location = $1 WHERE id = $2 AND location = ''")
             .bind(location)
             .bind(table_id)

@@ -17,28 +17,26 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
+use sqlx::error::ErrorKind;
 use sqlx::{AnyConnection, Row};
 
 use super::{
-    catalog_from_row, check_name, is_violation, join_namespace, now_ms, properties_from_json,
-    properties_to_json, table_from_row, warehouse_from_row, Backend, SqlStore,
+    catalog_from_row, check_name, decode_error, ident, insert_catalog, insert_tenant,
+    insert_warehouse, is_violation, join_namespace, properties_from_json, properties_to_json,
+    table_from_row, warehouse_from_row, Backend, SqlStore,
 };
+use crate::clock::now_ms;
 use crate::store::{
     ApplyOutcome, BootstrapEntities, Catalog, Change, ChangeRecord, NamespaceRecord,
-    ReplicationWatermark, Result, StoreError, TableRecord, Tenant, Warehouse,
+    ReplicationLog, ReplicationWatermark, Result, StoreError, TableRecord, Tenant, Warehouse,
 };
-use sqlx::error::ErrorKind;
 
 /// The error for a change that does not fit this region's state.
 fn diverged(seq: i64, message: impl std::fmt::Display) -> StoreError {
     StoreError::Invalid(format!(
         "replicated change {seq} does not apply to this region's state (regions diverged): {message}"
     ))
-}
-
-/// `ns1.ns2.name`.
-fn ident(ns: &[String], name: &str) -> String {
-    format!("{}.{}", ns.join("."), name)
 }
 
 /// The log's last record: (seq, epoch, created_ms).
@@ -94,14 +92,38 @@ pub(super) async fn state_row(
     Ok(w)
 }
 
-impl SqlStore {
-    pub(super) async fn bootstrap_entities(
-        &self,
-        wanted: &BootstrapEntities,
-    ) -> Result<BootstrapEntities> {
+#[async_trait]
+impl ReplicationLog for SqlStore {
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, epoch, catalog_id, op, payload, actor, created_ms FROM change_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                Ok(ChangeRecord {
+                    seq: row.try_get("seq")?,
+                    epoch: row.try_get("epoch")?,
+                    catalog_id: row.try_get("catalog_id")?,
+                    op: row.try_get("op")?,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| decode_error(format!("bad change payload JSON: {e}")))?,
+                    actor: row.try_get("actor")?,
+                    created_ms: row.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn bootstrap(&self, wanted: &BootstrapEntities) -> Result<BootstrapEntities> {
         check_name("tenant", &wanted.tenant.name)?;
         let now = now_ms();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT id, name FROM tenants WHERE name = $1")
             .bind(wanted.tenant.name.as_str())
             .fetch_optional(&mut *tx)
@@ -112,12 +134,7 @@ impl SqlStore {
                 name: row.try_get("name")?,
             },
             None => {
-                sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
-                    .bind(wanted.tenant.id.as_str())
-                    .bind(wanted.tenant.name.as_str())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_tenant(&mut tx, &wanted.tenant, now).await?;
                 wanted.tenant.clone()
             }
         };
@@ -140,18 +157,7 @@ impl SqlStore {
                             tenant_id: tenant.id.clone(),
                             ..w.clone()
                         };
-                        sqlx::query(
-                            "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, \
-                             created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(w.id.as_str())
-                        .bind(w.tenant_id.as_str())
-                        .bind(w.name.as_str())
-                        .bind(w.bucket.as_str())
-                        .bind(w.key_prefix.as_str())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                        insert_warehouse(&mut tx, &w, now).await?;
                         w
                     }
                 })
@@ -179,18 +185,8 @@ impl SqlStore {
                                 .map_or_else(|| c.warehouse_id.clone(), |w| w.id.clone()),
                             ..c.clone()
                         };
-                        sqlx::query(
-                            "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, \
-                             created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(c.id.as_str())
-                        .bind(c.tenant_id.as_str())
-                        .bind(c.warehouse_id.as_str())
-                        .bind(c.name.as_str())
-                        .bind(properties_to_json(&c.properties)?)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                        insert_catalog(&mut tx, &c, properties_to_json(&c.properties)?, now)
+                            .await?;
                         c
                     }
                 })
@@ -204,13 +200,13 @@ impl SqlStore {
         })
     }
 
-    pub(super) async fn watermark(&self) -> Result<ReplicationWatermark> {
+    async fn replication_watermark(&self) -> Result<ReplicationWatermark> {
         let mut conn = self.read.acquire().await?;
         state_row(self.backend, &mut conn, false).await
     }
 
-    pub(super) async fn set_paused(&self, paused: bool) -> Result<()> {
-        let mut tx = self.begin().await?;
+    async fn set_replication_paused(&self, paused: bool) -> Result<()> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE replication_state SET paused = $1 WHERE id = 1")
             .bind(i32::from(paused))
             .execute(&mut *tx)
@@ -219,25 +215,13 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn table_by_id(&self, id: &str) -> Result<Option<TableRecord>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            table_columns!(),
-            " FROM tables WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(table_from_row).transpose()
-    }
-
-    pub(super) async fn apply_records(&self, records: &[ChangeRecord]) -> Result<ApplyOutcome> {
+    async fn apply_replicated(&self, records: &[ChangeRecord]) -> Result<ApplyOutcome> {
         if records.windows(2).any(|w| w[0].seq >= w[1].seq) {
             return Err(StoreError::Invalid(
                 "replicated records must be in ascending seq order".into(),
             ));
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current = state_row(self.backend, &mut tx, true).await?;
         let Some(last) = records.last() else {
             return Ok(ApplyOutcome::AlreadyApplied {
@@ -781,62 +765,4 @@ async fn create_namespace(
     .await
     .map_err(constraint(seq, "namespace"))?;
     Ok(())
-}
-
-/// Inserts a tenant row with the given id (both regions use the same ids).
-pub(super) async fn insert_tenant(
-    conn: &mut AnyConnection,
-    t: &Tenant,
-    at: i64,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO tenants (id, name, created_ms) VALUES ($1, $2, $3)")
-        .bind(t.id.as_str())
-        .bind(t.name.as_str())
-        .bind(at)
-        .execute(&mut *conn)
-        .await
-        .map(drop)
-}
-
-/// Inserts a warehouse row with the given id.
-pub(super) async fn insert_warehouse(
-    conn: &mut AnyConnection,
-    w: &Warehouse,
-    at: i64,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO warehouses (id, tenant_id, name, bucket, key_prefix, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(w.id.as_str())
-    .bind(w.tenant_id.as_str())
-    .bind(w.name.as_str())
-    .bind(w.bucket.as_str())
-    .bind(w.key_prefix.as_str())
-    .bind(at)
-    .execute(&mut *conn)
-    .await
-    .map(drop)
-}
-
-/// Inserts a catalog row with the given id (`properties` as stored: JSON text).
-pub(super) async fn insert_catalog(
-    conn: &mut AnyConnection,
-    c: &Catalog,
-    properties: String,
-    at: i64,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO catalogs (id, tenant_id, warehouse_id, name, properties, created_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(c.id.as_str())
-    .bind(c.tenant_id.as_str())
-    .bind(c.warehouse_id.as_str())
-    .bind(c.name.as_str())
-    .bind(properties)
-    .bind(at)
-    .execute(&mut *conn)
-    .await
-    .map(drop)
 }

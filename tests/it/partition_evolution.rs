@@ -7,17 +7,7 @@ use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
+use crate::common::send;
 
 /// PyIceberg's `_table()`: id, event_ts, str.
 fn event_schema() -> Value {

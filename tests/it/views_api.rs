@@ -6,39 +6,7 @@ use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
-fn assert_error(body: &Value, status: StatusCode, kind: &str) {
-    assert_eq!(body["error"]["type"], kind, "body: {body}");
-    assert_eq!(body["error"]["code"], status.as_u16(), "body: {body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-}
-
-fn schema() -> Value {
-    json!({"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "id", "required": true, "type": "long"},
-        {"id": 2, "name": "data", "required": false, "type": "string"}
-    ]})
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::common::{assert_error, now_ms, schema, send, store_of};
 
 /// A view version as clients send it (`schema-id` -1: the schema added with it).
 fn view_version(id: i64, sql: &str) -> Value {
@@ -151,16 +119,7 @@ impl Fixture {
     }
 
     async fn objects(&self) -> pangolin::storage::ObjectStore {
-        pangolin::storage::ObjectStore::connect(&pangolin::storage::S3Settings {
-            endpoint: Some(self.region.s3_endpoint.clone()),
-            region: self.region.s3_region.clone(),
-            credentials: Some((
-                self.region.access_key.clone(),
-                self.region.secret_key.clone(),
-            )),
-            path_style: true,
-        })
-        .await
+        store_of(&self.region).await
     }
 }
 

@@ -3,11 +3,10 @@
 //! applies it in order: a change that cannot be prepared in the middle of a page lets every
 //! change before it apply, stops the stream at itself, and nothing after it is applied.
 
-mod common;
-
-use common::{
+use crate::common::{
     append, change_log, connect, create_table, fast_append, pointer, replication_action as post,
-    scan_ids, short, status, store_of, wait_caught_up, wait_status, write_data_file,
+    scan_ids, short, start_secondary_halting_after, status, store_of, wait_caught_up, wait_status,
+    write_data_file,
 };
 
 use std::collections::HashMap;
@@ -19,19 +18,7 @@ use pangolin::testing::TestRegion;
 async fn a_failing_change_mid_page_applies_what_precedes_it_and_halts_at_itself() {
     let http = reqwest::Client::new();
     let primary = TestRegion::start().await.expect("start primary");
-    let secondary = TestRegion::start_secondary_of_with(
-        &primary,
-        vec![
-            (
-                "PANGOLIN_REPLICATION__MAX_RECORD_ATTEMPTS".into(),
-                "2".into(),
-            ),
-            ("PANGOLIN_REPLICATION__RETRY_INITIAL_MS".into(), "20".into()),
-            ("PANGOLIN_REPLICATION__RETRY_MAX_MS".into(), "100".into()),
-        ],
-    )
-    .await
-    .expect("start secondary");
+    let secondary = start_secondary_halting_after(&primary, 2).await;
     let catalog = connect(&primary).await;
     let store_p = store_of(&primary).await;
     let ns = NamespaceIdent::new(short("pipe"));

@@ -14,12 +14,11 @@
 //! switchover's catch-up hook waits for the target's watermark. The `_postgres` cases run
 //! on fresh PostgreSQL databases of `PANGOLIN_TEST_PG_URL` and fail when it is not set.
 
-mod common;
-
-use common::{
+use crate::common::{
     append, change_log, connect, create_table, fast_append, get_json, new_namespace, ns_url,
-    peer_of, pointer, replication_action as post, scan_ids, short, status, store_of,
-    wait_caught_up, wait_status, write_data_file, PgDatabase, CATCH_UP,
+    peer_of, pointer, replication_action as post, scan_ids, short, start_secondary_halting_after,
+    status, store_of, view_body, wait_caught_up, wait_status, write_data_file, PgDatabase,
+    CATCH_UP,
 };
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,10 +29,10 @@ use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use pangolin::control::CatchUp;
 use pangolin::replication::{objects_of_table, HttpCatchUp};
 use pangolin::storage::ObjectStore;
-use pangolin::store::{ApplyOutcome, MetadataStore, SqlStore};
+use pangolin::store::{ApplyOutcome, ReplicationLog, SqlStore};
 use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -68,23 +67,6 @@ async fn assert_all_objects_present(
         assert_eq!(here.size, there.size, "{location}");
     }
     all.len()
-}
-
-fn view_body(name: &str, ns: &str) -> Value {
-    json!({
-        "name": name,
-        "schema": {"type": "struct", "schema-id": 0, "fields": [
-            {"id": 1, "name": "id", "required": true, "type": "long"}
-        ]},
-        "view-version": {
-            "version-id": 1,
-            "schema-id": -1,
-            "timestamp-ms": 1_700_000_000_000i64,
-            "summary": {"engine-name": "test"},
-            "default-namespace": [ns],
-            "representations": [{"type": "sql", "sql": "select 1", "dialect": "spark"}]
-        }
-    })
 }
 
 /// Lets the primary reach the secondary's bucket, so commits forwarded by the secondary
@@ -419,19 +401,7 @@ async fn a_secondary_restarted_mid_stream_converges_without_applying_twice() {
 async fn a_record_whose_object_is_missing_stops_the_stream_until_fixed() {
     let http = reqwest::Client::new();
     let primary = TestRegion::start().await.expect("start primary");
-    let secondary = TestRegion::start_secondary_of_with(
-        &primary,
-        vec![
-            (
-                "PANGOLIN_REPLICATION__MAX_RECORD_ATTEMPTS".into(),
-                "3".into(),
-            ),
-            ("PANGOLIN_REPLICATION__RETRY_INITIAL_MS".into(), "20".into()),
-            ("PANGOLIN_REPLICATION__RETRY_MAX_MS".into(), "100".into()),
-        ],
-    )
-    .await
-    .expect("start secondary");
+    let secondary = start_secondary_halting_after(&primary, 3).await;
     let catalog = connect(&primary).await;
     let store_p = store_of(&primary).await;
 
@@ -664,25 +634,13 @@ mod store_apply {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use super::PgDatabase;
+    use crate::common::{ctx, ns, PgDatabase};
     use pangolin::replication::bootstrap_entities;
     use pangolin::store::{
         ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, PointerSwap, SqlStore, StoreError,
-        WriteContext,
     };
 
     type Store = Arc<dyn MetadataStore>;
-
-    fn ctx() -> WriteContext {
-        WriteContext {
-            epoch: 1,
-            actor: "test".into(),
-        }
-    }
-
-    fn ns(parts: &[&str]) -> Vec<String> {
-        parts.iter().map(|p| p.to_string()).collect()
-    }
 
     /// Two fresh stores (primary, replica) of one backend, bootstrapped alike; the temp dir
     /// or databases live as long as the guard.

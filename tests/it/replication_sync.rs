@@ -11,11 +11,9 @@
 //! primary); policy `degrade` acknowledges, reports `degraded` in the status and metrics
 //! until the secondary catches up; `/metrics` exposes the lag on both sides.
 
-mod common;
-
-use common::{
-    connect, create_table, eventually, fast_append, new_namespace, post_namespace, short,
-    write_data_file,
+use crate::common::{
+    connect, create_table, env, eventually, fast_append, metrics_with_type, new_namespace,
+    post_action, post_namespace, short, status_json as status, write_data_file,
 };
 
 use std::time::{Duration, Instant};
@@ -27,38 +25,11 @@ use serde_json::Value;
 
 const TOKEN: &str = "x-pangolin-commit-token";
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn status(http: &reqwest::Client, region: &TestRegion) -> Value {
-    let url = format!("{}/api/v1/replication/status", region.catalog_url);
-    let resp = http.get(&url).send().await.expect("status request");
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.expect("status body")
-}
-
-async fn post_action(http: &reqwest::Client, region: &TestRegion, action: &str) {
-    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
-    let resp = http.post(&url).send().await.expect("request");
-    assert_eq!(resp.status(), StatusCode::OK, "{action}");
-}
-
+/// The region's `/metrics` exposition, in the Prometheus text format.
 async fn metrics(http: &reqwest::Client, region: &TestRegion) -> String {
-    let resp = http
-        .get(format!("{}/metrics", region.catalog_url))
-        .send()
-        .await
-        .expect("metrics request");
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-    resp.text().await.expect("metrics body")
+    let (content_type, text) = metrics_with_type(http, region).await;
+    assert!(content_type.starts_with("text/plain; version=0.0.4"));
+    text
 }
 
 /// The value of the sample `name` (with its labels, e.g. `x{a="b"}`) in an exposition.

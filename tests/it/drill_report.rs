@@ -1,9 +1,7 @@
 //! The drill report is a pure function of the event log: scripted timelines with the exact
 //! figures they must give.
 
-mod common;
-
-use common::PgDatabase;
+use crate::common::PgDatabase;
 use pangolin::drill::chart::timeline_svg;
 use pangolin::drill::report::{
     compute, parse_token, CommitEvent, ControlSample, Event, EventKind, FailoverMark, FaultMark,

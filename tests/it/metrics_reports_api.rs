@@ -6,6 +6,8 @@ use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::{id_schema, now_ms, send};
+
 struct Fixture {
     region: TestRegion,
     http: reqwest::Client,
@@ -25,20 +27,8 @@ impl Fixture {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, body)
-    }
-
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(
+        send(
             self.http
                 .post(format!("{}{path}", self.region.prefix_url()))
                 .json(body),
@@ -52,9 +42,7 @@ impl Fixture {
     }
 
     async fn create_table(&self, ns: &str, name: &str) {
-        let body = json!({"name": name, "schema": {"type": "struct", "schema-id": 0, "fields": [
-            {"id": 1, "name": "id", "required": true, "type": "long"}
-        ]}});
+        let body = json!({"name": name, "schema": id_schema()});
         let (s, b) = self.post(&format!("/namespaces/{ns}/tables"), &body).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
@@ -66,7 +54,7 @@ impl Fixture {
 
     /// `GET /api/v1/catalogs/{catalog}/metrics-reports{query}`.
     async fn list(&self, catalog: &str, query: &str) -> (StatusCode, Value) {
-        self.send(self.http.get(format!(
+        send(self.http.get(format!(
             "{}/api/v1/catalogs/{catalog}/metrics-reports{query}",
             self.region.catalog_url
         )))
@@ -126,7 +114,7 @@ async fn reports_are_stored_and_listed_newest_first_with_filters() {
     f.create_table("db", "u").await;
     f.create_table("db%1Finner", "t").await;
 
-    let before = chrono_now_ms();
+    let before = now_ms();
     let scan = scan_report("demo.db.t", 1);
     let sent = [
         ("db", "t", scan.clone()),
@@ -151,7 +139,7 @@ async fn reports_are_stored_and_listed_newest_first_with_filters() {
     assert_eq!(oldest["report-type"], "scan-report");
     assert_eq!(oldest["report"], scan);
     let received = oldest["received-ms"].as_i64().unwrap();
-    assert!(received >= before && received <= chrono_now_ms());
+    assert!(received >= before && received <= now_ms());
     assert_eq!(reports[0]["namespace"], json!(["db", "inner"]));
     assert_eq!(reports[0]["report-type"], "commit-report");
     assert_eq!(f.listed_ids("").await, vec![4, 3, 2, 1]);
@@ -222,17 +210,16 @@ async fn bad_reports_are_400_and_store_nothing() {
         let (s, b) = f.report("db", "t", body).await;
         assert_error(s, &b, StatusCode::BAD_REQUEST, "BadRequestException");
     }
-    let (s, b) = f
-        .send(
-            f.http
-                .post(format!(
-                    "{}/namespaces/db/tables/t/metrics",
-                    f.region.prefix_url()
-                ))
-                .header("content-type", "application/json")
-                .body("{not json"),
-        )
-        .await;
+    let (s, b) = send(
+        f.http
+            .post(format!(
+                "{}/namespaces/db/tables/t/metrics",
+                f.region.prefix_url()
+            ))
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "BadRequestException");
     assert!(f.listed_ids("").await.is_empty());
     f.region.shutdown().await;
@@ -260,11 +247,4 @@ async fn management_route_answers_errors_in_the_error_model() {
         assert_error(s, &b, StatusCode::BAD_REQUEST, "BadRequestException");
     }
     f.region.shutdown().await;
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

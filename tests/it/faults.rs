@@ -4,9 +4,7 @@
 //! latency. The fault registry is process-wide, as in a real node: run these with
 //! cargo-nextest (one process per test), as tests/run does.
 
-mod common;
-
-use common::{eventually, post_namespace};
+use crate::common::{env, eventually, post_namespace};
 
 use std::time::{Duration, Instant};
 
@@ -28,13 +26,9 @@ async fn start_pair(secondary_env: &[(&str, &str)]) -> (TestRegion, TestRegion) 
     let primary = TestRegion::start_with(enabled())
         .await
         .expect("start primary");
-    let mut env = enabled();
-    env.extend(
-        secondary_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let secondary = TestRegion::start_secondary_of_with(&primary, env)
+    let mut overrides = enabled();
+    overrides.extend(env(secondary_env));
+    let secondary = TestRegion::start_secondary_of_with(&primary, overrides)
         .await
         .expect("start secondary");
     (primary, secondary)

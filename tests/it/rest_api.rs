@@ -8,35 +8,10 @@ use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::{assert_error, now_ms, schema, send, store_of, PgDatabase};
+
 fn client() -> reqwest::Client {
     reqwest::Client::new()
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
-fn assert_error(body: &Value, status: StatusCode, kind: &str) {
-    assert_eq!(body["error"]["type"], kind, "body: {body}");
-    assert_eq!(body["error"]["code"], status.as_u16(), "body: {body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-}
-
-fn schema() -> Value {
-    json!({"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "id", "required": true, "type": "long"},
-        {"id": 2, "name": "data", "required": false, "type": "string"}
-    ]})
 }
 
 struct Fixture {
@@ -105,7 +80,7 @@ fn append_commit(metadata: &Value, snapshot_id: i64) -> Value {
     let mut snapshot = json!({
         "snapshot-id": snapshot_id,
         "sequence-number": seq,
-        "timestamp-ms": chrono_now_ms(),
+        "timestamp-ms": now_ms(),
         "manifest-list": format!("{location}/metadata/snap-{snapshot_id}.avro"),
         "summary": {"operation": "append"},
         "schema-id": 0
@@ -120,13 +95,6 @@ fn append_commit(metadata: &Value, snapshot_id: i64) -> Value {
             {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": snapshot_id}
         ]
     })
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -469,13 +437,7 @@ async fn staged_create_is_published_by_its_commit() {
 async fn drop_with_purge_deletes_files_and_without_keeps_them() {
     let f = Fixture::new().await;
     f.create_namespace(&["ns"]).await;
-    let objects = pangolin::storage::ObjectStore::connect(&pangolin::storage::S3Settings {
-        endpoint: Some(f.region.s3_endpoint.clone()),
-        region: f.region.s3_region.clone(),
-        credentials: Some((f.region.access_key.clone(), f.region.secret_key.clone())),
-        path_style: true,
-    })
-    .await;
+    let objects = store_of(&f.region).await;
     for (name, purge) in [("kept", false), ("purged", true)] {
         let t = f.create_table("ns", name).await;
         let location = t["metadata"]["location"].as_str().unwrap().to_string();
@@ -609,25 +571,10 @@ async fn sixteen_concurrent_writers_lose_no_update_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_writers_lose_no_update_on_postgres() {
-    let url = std::env::var("PANGOLIN_TEST_PG_URL").expect(
-        "PANGOLIN_TEST_PG_URL must name a PostgreSQL server for this test (tests/run sets it)",
-    );
-    let db = format!("pangolin_api_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    let region = TestRegion::start_with_database(&format!("{base}/{db}"))
-        .await
-        .unwrap();
+    let db = PgDatabase::create().await;
+    let region = TestRegion::start_with_database(&db.url).await.unwrap();
     concurrent_appends_lose_nothing(region).await;
-    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    db.drop().await;
 }
 
 fn table_change(ns: &str, name: &str, metadata: &Value, snapshot_id: i64) -> Value {

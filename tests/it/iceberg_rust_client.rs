@@ -11,9 +11,7 @@
 //! `Transaction`, reload, scan back to Arrow; a second append; loading a table
 //! that does not exist.
 
-mod common;
-
-use common::{connect, fast_append, scan_batches, table_schema};
+use crate::common::{connect, fast_append, scan_batches, table_schema, write_batch};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,13 +20,6 @@ use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, String
 use futures::TryStreamExt;
 use iceberg::spec::{DataFile, DataFileFormat, Operation, PrimitiveType, Type};
 use iceberg::table::Table;
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 use pangolin::testing::TestRegion;
 
@@ -53,32 +44,8 @@ fn batch_for(table: &Table, rows: &[Row]) -> RecordBatch {
 
 /// Writes `rows` as one Parquet data file under the table's data location.
 async fn write_data_file(table: &Table, file_prefix: &str, rows: &[Row]) -> Vec<DataFile> {
-    let metadata = table.metadata();
-    let location_generator = DefaultLocationGenerator::new(metadata).expect("location generator");
-    let file_name_generator = DefaultFileNameGenerator::new(
-        file_prefix.to_string(),
-        Some(uuid::Uuid::new_v4().simple().to_string()),
-        DataFileFormat::Parquet,
-    );
-    let parquet_writer_builder = ParquetWriterBuilder::from_table_properties(
-        &metadata.table_properties().expect("table properties"),
-        metadata.current_schema().clone(),
-    );
-    let rolling_writer_builder = RollingFileWriterBuilder::new_with_default_file_size(
-        parquet_writer_builder,
-        table.file_io().clone(),
-        location_generator,
-        file_name_generator,
-    );
-    let mut writer = DataFileWriterBuilder::new(rolling_writer_builder)
-        .build(None)
-        .await
-        .expect("build data file writer");
-    writer
-        .write(batch_for(table, rows))
-        .await
-        .expect("write record batch to S3");
-    writer.close().await.expect("close data file writer")
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    write_batch(table, file_prefix, suffix, batch_for(table, rows)).await
 }
 
 /// Scans the whole table and returns its rows sorted by id.

@@ -1,10 +1,12 @@
 //! Fencing in the store: a commit carrying a stale epoch is refused by the store
 //! transaction itself, whatever the node's own lease or epoch view says.
 
-use pangolin::store::{MetadataStore, SqlStore};
+use pangolin::store::{MetadataStore, ReplicationLog, SqlStore};
 use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+use crate::common::store_of;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commit_with_stale_epoch_is_rejected_by_the_store() {
@@ -71,13 +73,7 @@ async fn commit_with_stale_epoch_is_rejected_by_the_store() {
         "{changes:?}"
     );
     // The metadata file the refused commit wrote was removed again.
-    let objects = pangolin::storage::ObjectStore::connect(&pangolin::storage::S3Settings {
-        endpoint: Some(region.s3_endpoint.clone()),
-        region: region.s3_region.clone(),
-        credentials: Some((region.access_key.clone(), region.secret_key.clone())),
-        path_style: true,
-    })
-    .await;
+    let objects = store_of(&region).await;
     let location = loaded["metadata"]["location"].as_str().unwrap();
     let files = objects
         .list(&format!("{location}/metadata/"))

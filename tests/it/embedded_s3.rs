@@ -2,8 +2,8 @@
 //!
 //! Each test starts its own endpoint on 127.0.0.1:0 over a temporary directory.
 //! `pyarrow_compat` (ignored by default) drives it with pyarrow's S3FileSystem, as PyIceberg
-//! does; run it with `PANGOLIN_PYTHON=/path/to/venv/bin/python cargo nextest run --test
-//! embedded_s3 --run-ignored only`.
+//! does; run it with `PANGOLIN_PYTHON=/path/to/venv/bin/python cargo nextest run
+//! --run-ignored only embedded_s3::`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -5,11 +5,9 @@
 //! The `_postgres` cases run both regions on fresh PostgreSQL databases of
 //! `PANGOLIN_TEST_PG_URL` and fail when it is not set.
 
-mod common;
-
-use common::{
+use crate::common::{
     append, change_log, connect, create_table, get_json, new_namespace, peer_of, pointer, scan_ids,
-    status, store_of, wait_caught_up, wait_status, PgDatabase,
+    status, store_of, view_body, wait_caught_up, wait_status, PgDatabase,
 };
 
 use std::collections::{BTreeMap, HashMap};
@@ -181,16 +179,7 @@ async fn resync_into_an_empty_region_then_verify_finds_it_equal(
     drop_table(&http, &primary, &ns, "gone", true).await;
     let resp = http
         .post(format!("{}/namespaces/{ns}/views", primary.prefix_url()))
-        .json(&json!({
-            "name": "v",
-            "schema": {"type": "struct", "schema-id": 0, "fields": [
-                {"id": 1, "name": "id", "required": true, "type": "long"}]},
-            "view-version": {
-                "version-id": 1, "schema-id": -1, "timestamp-ms": 1_700_000_000_000i64,
-                "summary": {"engine-name": "test"}, "default-namespace": [ns],
-                "representations": [{"type": "sql", "sql": "select 1", "dialect": "spark"}]
-            }
-        }))
+        .json(&view_body("v", &ns))
         .send()
         .await
         .unwrap();
@@ -572,14 +561,11 @@ async fn a_replicator_killed_mid_copy_or_mid_apply_converges() {
 
 mod store_level {
     use super::*;
-    use pangolin::store::{CatalogReplacement, CatalogSelector, StoreError, WriteContext};
-
-    fn ctx() -> WriteContext {
-        WriteContext {
-            epoch: 1,
-            actor: "test".into(),
-        }
-    }
+    use crate::common::ctx;
+    use pangolin::store::{
+        AntiEntropyStore, CatalogReplacement, CatalogSelector, CatalogStore, ReplicationLog,
+        StoreError,
+    };
 
     fn ns(name: &str) -> Vec<String> {
         vec![name.to_string()]

@@ -3,29 +3,11 @@
 //! it), so a purge never deletes another table's files; bad locations and names are 400s
 //! that change nothing; size limits answer 413.
 
-mod common;
-
 use pangolin::testing::TestRegion;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
-fn schema() -> Value {
-    json!({"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "id", "required": true, "type": "long"}
-    ]})
-}
+use crate::common::{id_schema, send, store_of};
 
 struct Fixture {
     region: TestRegion,
@@ -53,7 +35,7 @@ impl Fixture {
     }
 
     async fn create(&self, name: &str, location: Option<&str>) -> (StatusCode, Value) {
-        let mut body = json!({"name": name, "schema": schema()});
+        let mut body = json!({"name": name, "schema": id_schema()});
         if let Some(l) = location {
             body["location"] = json!(l);
         }
@@ -66,7 +48,11 @@ impl Fixture {
     }
 
     async fn load(&self, name: &str) -> (StatusCode, Value) {
-        send(self.http.get(self.url(&format!("/namespaces/db/tables/{name}")))).await
+        send(
+            self.http
+                .get(self.url(&format!("/namespaces/db/tables/{name}"))),
+        )
+        .await
     }
 
     async fn table_names(&self) -> Vec<String> {
@@ -84,7 +70,7 @@ impl Fixture {
 
     /// Puts an object the way a client writes a data file.
     async fn put(&self, location: &str) {
-        common::store_of(&self.region)
+        store_of(&self.region)
             .await
             .put(location, bytes::Bytes::from_static(b"parquet bytes"))
             .await
@@ -92,11 +78,7 @@ impl Fixture {
     }
 
     async fn exists(&self, location: &str) -> bool {
-        common::store_of(&self.region)
-            .await
-            .exists(location)
-            .await
-            .unwrap()
+        store_of(&self.region).await.exists(location).await.unwrap()
     }
 }
 
@@ -209,13 +191,11 @@ async fn set_location_over_another_table_is_refused_and_changes_nothing() {
         format!("{victim_location}/sub"),
         "s3://other-bucket/t".to_string(),
     ] {
-        let (s, b) = send(
-            f.http
-                .post(f.url("/namespaces/db/tables/mover"))
-                .json(&json!({"requirements": [], "updates": [
-                    {"action": "set-location", "location": target}
-                ]})),
-        )
+        let (s, b) = send(f.http.post(f.url("/namespaces/db/tables/mover")).json(
+            &json!({"requirements": [], "updates": [
+                {"action": "set-location", "location": target}
+            ]}),
+        ))
         .await;
         assert_bad_request(s, &b);
         assert_eq!(f.load("mover").await.1["metadata-location"], mover_file);
@@ -242,13 +222,11 @@ async fn a_moved_tables_old_location_stays_its_own_until_it_is_dropped() {
     let (_, mover) = f.create("mover", None).await;
     let old = mover["metadata"]["location"].as_str().unwrap().to_string();
     let new = format!("{old}-moved");
-    let (s, b) = send(
-        f.http
-            .post(f.url("/namespaces/db/tables/mover"))
-            .json(&json!({"requirements": [], "updates": [
-                {"action": "set-location", "location": new}
-            ]})),
-    )
+    let (s, b) = send(f.http.post(f.url("/namespaces/db/tables/mover")).json(
+        &json!({"requirements": [], "updates": [
+            {"action": "set-location", "location": new}
+        ]}),
+    ))
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     // Older snapshots' files are still under the old location.
@@ -270,7 +248,7 @@ async fn concurrent_creates_at_one_location_have_one_winner() {
         let url = f.url("/namespaces/db/tables");
         async move {
             send(http.post(url).json(
-                &json!({"name": format!("t{i}"), "schema": schema(), "location": location}),
+                &json!({"name": format!("t{i}"), "schema": id_schema(), "location": location}),
             ))
             .await
         }
@@ -294,7 +272,9 @@ async fn a_purge_deletes_its_own_files_and_never_another_tables() {
     let victim_data = format!("{victim_location}/data/00000-victim.parquet");
     f.put(&victim_data).await;
     // A table next to the victim's, sharing its name as a prefix.
-    let (s, doomed) = f.create("doomed", Some(&format!("{victim_location}-doomed"))).await;
+    let (s, doomed) = f
+        .create("doomed", Some(&format!("{victim_location}-doomed")))
+        .await;
     assert_eq!(s, StatusCode::OK, "{doomed}");
     let doomed_location = doomed["metadata"]["location"].as_str().unwrap().to_string();
     let doomed_data = format!("{doomed_location}/data/00000-doomed.parquet");
@@ -305,9 +285,18 @@ async fn a_purge_deletes_its_own_files_and_never_another_tables() {
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    assert!(!f.exists(&doomed_data).await, "the purged table's files are gone");
-    assert!(f.exists(&victim_data).await, "the other table's data file stays");
-    assert!(f.exists(&victim_file).await, "the other table's metadata stays");
+    assert!(
+        !f.exists(&doomed_data).await,
+        "the purged table's files are gone"
+    );
+    assert!(
+        f.exists(&victim_data).await,
+        "the other table's data file stays"
+    );
+    assert!(
+        f.exists(&victim_file).await,
+        "the other table's metadata stays"
+    );
     let (s, b) = f.load("victim").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     f.region.shutdown().await;
@@ -319,13 +308,11 @@ async fn oversized_properties_and_metadata_are_refused_with_413() {
     let (_, t) = f.create("t", None).await;
     let file = t["metadata-location"].as_str().unwrap().to_string();
     let big = "x".repeat(300 * 1024);
-    let (s, b) = send(
-        f.http
-            .post(f.url("/namespaces/db/tables/t"))
-            .json(&json!({"requirements": [], "updates": [
-                {"action": "set-properties", "updates": {"k": big}}
-            ]})),
-    )
+    let (s, b) = send(f.http.post(f.url("/namespaces/db/tables/t")).json(
+        &json!({"requirements": [], "updates": [
+            {"action": "set-properties", "updates": {"k": big}}
+        ]}),
+    ))
     .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert_eq!(f.load("t").await.1["metadata-location"], file);
@@ -333,13 +320,11 @@ async fn oversized_properties_and_metadata_are_refused_with_413() {
     let many: serde_json::Map<String, Value> = (0..8)
         .map(|i| (format!("k{i}"), json!("y".repeat(200 * 1024))))
         .collect();
-    let (s, b) = send(
-        f.http
-            .post(f.url("/namespaces/db/tables/t"))
-            .json(&json!({"requirements": [], "updates": [
-                {"action": "set-properties", "updates": many}
-            ]})),
-    )
+    let (s, b) = send(f.http.post(f.url("/namespaces/db/tables/t")).json(
+        &json!({"requirements": [], "updates": [
+            {"action": "set-properties", "updates": many}
+        ]}),
+    ))
     .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert_eq!(f.load("t").await.1["metadata-location"], file);

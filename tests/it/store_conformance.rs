@@ -14,7 +14,9 @@ use pangolin::store::{
     MetricsReportQuery, NotFound, Page, PageRequest, PointerSwap, SqlStore, StoreError,
     StoredResponse, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
 };
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
+
+use crate::common::{database_url, ns, PgDatabase};
 
 // ---- harness ---------------------------------------------------------------------------------
 
@@ -39,81 +41,15 @@ async fn sqlite_harness() -> Harness {
     }
 }
 
-const PG_URL_VAR: &str = "PANGOLIN_TEST_PG_URL";
-
 async fn postgres_harness() -> Harness {
-    let admin_url = std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
-        panic!(
-            "{PG_URL_VAR} is not set: the PostgreSQL conformance tests need a server, e.g. \
-             {PG_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres"
-        )
-    });
-    let name = format!("pangolin_t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}: {e}"));
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .expect("create database");
-    admin.close().await.expect("close admin connection");
-    let database = PgDatabase {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
-    let store = SqlStore::connect(&with_database(&admin_url, &name))
+    let database = PgDatabase::create().await;
+    let store = SqlStore::connect(&database.url)
         .await
         .expect("connect postgres store");
     Harness {
         store: Arc::new(store),
         _guard: Guard::Postgres(database),
     }
-}
-
-/// A per-test database, dropped (with its connections) when the test ends, even on panic.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Drop can't await, and may run inside the test's runtime: use a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                admin.execute(sql.as_str()).await?;
-                admin.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop test database {}: {e}", self.name);
-        }
-    }
-}
-
-/// `url` with its database path replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let (scheme, rest) = base.split_at(authority_start);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let mut out = format!("{scheme}{authority}/{database}");
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
 
 macro_rules! conformance {
@@ -188,10 +124,6 @@ fn ctx() -> WriteContext {
         epoch: 1,
         actor: "conformance".into(),
     }
-}
-
-fn ns(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|p| p.to_string()).collect()
 }
 
 fn props(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -272,7 +204,7 @@ fn swap(table: &TableRecord, expected_version: i64, location: &str) -> PointerSw
         table_id: table.id.clone(),
         expected_version,
         new_metadata_location: location.to_owned(),
-    new_location: None,
+        new_location: None,
     }
 }
 
@@ -2316,15 +2248,15 @@ async fn unsupported_url_scheme_is_invalid() {
 #[test]
 fn with_database_replaces_the_path() {
     assert_eq!(
-        with_database("postgres://u@h:5432/postgres", "x"),
+        database_url("postgres://u@h:5432/postgres", "x"),
         "postgres://u@h:5432/x"
     );
     assert_eq!(
-        with_database("postgres://u@h:5432", "x"),
+        database_url("postgres://u@h:5432", "x"),
         "postgres://u@h:5432/x"
     );
     assert_eq!(
-        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        database_url("postgres://u:p@h/db?sslmode=disable", "x"),
         "postgres://u:p@h/x?sslmode=disable"
     );
 }

@@ -2,16 +2,14 @@
 //! regions, each with its own catalog and embedded S3 endpoint (bucket `demo`).
 //!
 //! Real Iceberg objects are produced with iceberg-rust 0.10 against region A (Parquet data
-//! files, manifests and manifest lists of two fast-appends), as tests/iceberg_rust_client.rs
+//! files, manifests and manifest lists of two fast-appends), as tests/it/iceberg_rust_client.rs
 //! does. Covered: the objects a commit adds (checked against region A's bucket listing),
 //! copying them to region B byte for byte, a second run copying nothing, a missing source
 //! object (data file or manifest list) failing with an error naming it, a 40 MiB object
 //! streamed as a multipart upload, a stale destination object being replaced, and the
 //! server-side copy path between two buckets of one S3 endpoint.
 
-mod common;
-
-use common::{connect, fast_append, short, store_of, table_schema, write_data_file};
+use crate::common::{connect, fast_append, short, store_of, table_schema, write_data_file};
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -10,6 +10,8 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::{id_schema, PgDatabase};
+
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 struct Answer {
@@ -117,9 +119,7 @@ fn new_key() -> String {
 }
 
 fn table_body(name: &str) -> Value {
-    json!({"name": name, "schema": {"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "id", "required": true, "type": "long"}
-    ]}})
+    json!({"name": name, "schema": id_schema()})
 }
 
 /// An append-like commit: a property change guarded by nothing, so a duplicate that ran
@@ -144,32 +144,6 @@ fn assert_error(a: &Answer, status: StatusCode, kind: &str) {
     let body = a.json();
     assert_eq!(body["error"]["type"], kind, "{body}");
     assert_eq!(body["error"]["code"], status.as_u16(), "{body}");
-}
-
-/// A fresh PostgreSQL database for one region, dropped by [`drop_database`].
-async fn postgres_region() -> (TestRegion, sqlx::PgPool, String) {
-    let url = std::env::var("PANGOLIN_TEST_PG_URL").expect(
-        "PANGOLIN_TEST_PG_URL must name a PostgreSQL server for this test (tests/run sets it)",
-    );
-    let db = format!("pangolin_idem_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL reachable");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    let region = TestRegion::start_with_database(&format!("{base}/{db}"))
-        .await
-        .expect("region starts");
-    (region, admin, db)
-}
-
-async fn drop_database(admin: sqlx::PgPool, db: String) {
-    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
 }
 
 // ---- cases -----------------------------------------------------------------------------------
@@ -323,9 +297,12 @@ async fn eight_concurrent_duplicates_write_one_version_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_concurrent_duplicates_write_one_version_on_postgres() {
-    let (region, admin, db) = postgres_region().await;
+    let db = PgDatabase::create().await;
+    let region = TestRegion::start_with_database(&db.url)
+        .await
+        .expect("region starts");
     concurrent_duplicates_run_once(Fixture::start(region).await).await;
-    drop_database(admin, db).await;
+    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,9 +11,9 @@
 //! acknowledged and a degradation is not cleared; sync replication keeps working,
 //! also across a restart of the primary.
 
-mod common;
-
-use common::{eventually, post_namespace, short};
+use crate::common::{
+    env, eventually, metrics, post_action, post_namespace, short, status_json as status,
+};
 
 use std::time::{Duration, Instant};
 
@@ -23,36 +23,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 const SECRET_HEADER: &str = "x-pangolin-peer-secret";
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-async fn status(http: &reqwest::Client, region: &TestRegion) -> Value {
-    let url = format!("{}/api/v1/replication/status", region.catalog_url);
-    let resp = http.get(&url).send().await.expect("status request");
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.expect("status body")
-}
-
-async fn metrics(http: &reqwest::Client, region: &TestRegion) -> String {
-    let resp = http
-        .get(format!("{}/metrics", region.catalog_url))
-        .send()
-        .await
-        .expect("metrics request");
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.text().await.expect("metrics body")
-}
-
-async fn post_action(http: &reqwest::Client, region: &TestRegion, action: &str) {
-    let url = format!("{}/api/v1/replication/{action}", region.catalog_url);
-    let resp = http.post(&url).send().await.expect("request");
-    assert_eq!(resp.status(), StatusCode::OK, "{action}");
-}
 
 /// The primary's view of secondary `name` (None: not in its status).
 async fn secondary_view(http: &reqwest::Client, primary: &TestRegion, name: &str) -> Option<Value> {
