@@ -4,7 +4,7 @@
 //! epoch, the runner's clock): every commit attempt with its acknowledgement, reads, samples of
 //! the control plane and of replication, the faults injected and the checks run at the end.
 //! [`compute`] is a pure function of that log: the report's numbers can be recomputed from a
-//! saved `events.jsonl` and are tested against scripted timelines (`tests/drill_report.rs`).
+//! saved `events.jsonl` and are tested against scripted timelines (`tests/it/drill_report.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

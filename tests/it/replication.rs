@@ -634,13 +634,11 @@ mod store_apply {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use crate::common::{ctx, ns, PgDatabase};
+    use crate::common::{ctx, ns, PgDatabase, Store};
     use pangolin::replication::bootstrap_entities;
     use pangolin::store::{
-        ApplyOutcome, ChangeRecord, EntityKind, MetadataStore, PointerSwap, SqlStore, StoreError,
+        ApplyOutcome, ChangeRecord, EntityKind, PointerSwap, SqlStore, StoreError,
     };
-
-    type Store = Arc<dyn MetadataStore>;
 
     /// Two fresh stores (primary, replica) of one backend, bootstrapped alike; the temp dir
     /// or databases live as long as the guard.

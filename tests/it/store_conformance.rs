@@ -10,47 +10,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pangolin::store::{
-    Catalog, ChangeRecord, EntityKind, IdempotencyStart, MetadataStore, MetricsReport,
-    MetricsReportQuery, NotFound, Page, PageRequest, PointerSwap, SqlStore, StoreError,
-    StoredResponse, TableRecord, Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
+    Catalog, ChangeRecord, EntityKind, IdempotencyStart, MetricsReport, MetricsReportQuery,
+    NotFound, Page, PageRequest, PointerSwap, SqlStore, StoreError, StoredResponse, TableRecord,
+    Tenant, Warehouse, WriteContext, NAMESPACE_SEPARATOR,
 };
 use sqlx::Connection;
 
-use crate::common::{database_url, ns, PgDatabase};
+use crate::common::{database_url, ns, Store, StoreHarness};
 
 // ---- harness ---------------------------------------------------------------------------------
-
-struct Harness {
-    store: Arc<dyn MetadataStore>,
-    _guard: Guard,
-}
-
-#[allow(dead_code)] // held for their Drop
-enum Guard {
-    Sqlite(tempfile::TempDir),
-    Postgres(PgDatabase),
-}
-
-async fn sqlite_harness() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("pangolin.db").display());
-    let store = SqlStore::connect(&url).await.expect("connect sqlite store");
-    Harness {
-        store: Arc::new(store),
-        _guard: Guard::Sqlite(dir),
-    }
-}
-
-async fn postgres_harness() -> Harness {
-    let database = PgDatabase::create().await;
-    let store = SqlStore::connect(&database.url)
-        .await
-        .expect("connect postgres store");
-    Harness {
-        store: Arc::new(store),
-        _guard: Guard::Postgres(database),
-    }
-}
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -58,7 +26,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let harness = super::sqlite_harness().await;
+                    let harness = super::StoreHarness::sqlite().await;
                     super::$case(harness.store.clone()).await;
                 }
             )*
@@ -67,7 +35,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let harness = super::postgres_harness().await;
+                    let harness = super::StoreHarness::postgres().await;
                     super::$case(harness.store.clone()).await;
                 }
             )*
@@ -116,8 +84,6 @@ conformance!(
 );
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-type Store = Arc<dyn MetadataStore>;
 
 fn ctx() -> WriteContext {
     WriteContext {

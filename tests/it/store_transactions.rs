@@ -12,122 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pangolin::store::{
-    ChangeRecord, EntityKind, MetadataStore, PointerSwap, SqlStore, StoreError, StoreTxn,
-    TxnPosition, WriteContext,
+    ChangeRecord, EntityKind, PointerSwap, SqlStore, StoreError, StoreTxn, TxnPosition,
+    WriteContext,
 };
 use pangolin::testing::TestRegion;
 use serde_json::json;
-use sqlx::{Connection, Executor};
 use tokio::sync::oneshot;
 
+use crate::common::{ns, Store, StoreHarness};
+
 // ---- harness ---------------------------------------------------------------------------------
-
-type Store = Arc<dyn MetadataStore>;
-
-/// A fresh store and what keeps its database alive.
-struct Harness {
-    store: Store,
-    url: String,
-    _guard: Guard,
-}
-
-#[allow(dead_code)] // held for their Drop
-enum Guard {
-    Sqlite(tempfile::TempDir),
-    Postgres(PgDatabase),
-}
-
-async fn sqlite_harness() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("pangolin.db").display());
-    let store = SqlStore::connect(&url).await.expect("connect sqlite store");
-    Harness {
-        store: Arc::new(store),
-        url,
-        _guard: Guard::Sqlite(dir),
-    }
-}
-
-async fn postgres_harness() -> Harness {
-    let database = PgDatabase::create().await;
-    let store = SqlStore::connect(&database.url)
-        .await
-        .expect("connect postgres store");
-    Harness {
-        store: Arc::new(store),
-        url: database.url.clone(),
-        _guard: Guard::Postgres(database),
-    }
-}
-
-const PG_URL_VAR: &str = "PANGOLIN_TEST_PG_URL";
-
-/// A per-test database, dropped (with its connections) when the test ends, even on panic.
-struct PgDatabase {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create() -> PgDatabase {
-        let server = std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
-            panic!(
-                "{PG_URL_VAR} is not set: the PostgreSQL cases need a server, e.g. \
-                 {PG_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres"
-            )
-        });
-        let name = format!("pangolin_t_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}: {e}"));
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create database");
-        admin.close().await.expect("close admin connection");
-        let url = with_database(&server, &name);
-        PgDatabase { server, name, url }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let server = self.server.clone();
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        // Drop can't await, and may run inside the test's runtime: use a thread of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&server).await?;
-                admin.execute(sql.as_str()).await?;
-                admin.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop test database {}: {e}", self.name);
-        }
-    }
-}
-
-/// `url` with its database path replaced by `database`; a query string is kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let (scheme, rest) = base.split_at(authority_start);
-    let authority = rest.split('/').next().unwrap_or_default();
-    match query {
-        Some(query) => format!("{scheme}{authority}/{database}?{query}"),
-        None => format!("{scheme}{authority}/{database}"),
-    }
-}
 
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
@@ -135,7 +29,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let harness = super::sqlite_harness().await;
+                    let harness = super::StoreHarness::sqlite().await;
                     super::$case(&harness).await;
                 }
             )*
@@ -144,7 +38,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let harness = super::postgres_harness().await;
+                    let harness = super::StoreHarness::postgres().await;
                     super::$case(&harness).await;
                 }
             )*
@@ -171,10 +65,6 @@ fn ctx() -> WriteContext {
         epoch: 1,
         actor: "transactions".into(),
     }
-}
-
-fn ns(parts: &[&str]) -> Vec<String> {
-    parts.iter().map(|p| p.to_string()).collect()
 }
 
 fn none() -> HashMap<String, String> {
@@ -218,7 +108,9 @@ fn ops(records: &[ChangeRecord]) -> Vec<&str> {
 
 // ---- cases -----------------------------------------------------------------------------------
 
-async fn mutations_in_one_transaction_commit_together_with_their_records_in_order(h: &Harness) {
+async fn mutations_in_one_transaction_commit_together_with_their_records_in_order(
+    h: &StoreHarness,
+) {
     let store = &h.store;
     let before = head(store).await;
     let mut txn = begin(store).await;
@@ -342,7 +234,7 @@ async fn mutations_in_one_transaction_commit_together_with_their_records_in_orde
     assert_eq!(moved.map(|t| t.version), Some(2));
 }
 
-async fn transaction_sees_its_own_writes_and_others_see_none_before_commit(h: &Harness) {
+async fn transaction_sees_its_own_writes_and_others_see_none_before_commit(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     let before = head(store).await;
@@ -381,7 +273,7 @@ async fn transaction_sees_its_own_writes_and_others_see_none_before_commit(h: &H
     );
 }
 
-async fn transaction_dropped_without_commit_leaves_no_rows_records_or_seq(h: &Harness) {
+async fn transaction_dropped_without_commit_leaves_no_rows_records_or_seq(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     store
@@ -473,7 +365,7 @@ async fn transaction_dropped_without_commit_leaves_no_rows_records_or_seq(h: &Ha
     assert_eq!(records[0].seq, before + 1);
 }
 
-async fn failed_mutation_leaves_the_transaction_unusable_and_nothing_written(h: &Harness) {
+async fn failed_mutation_leaves_the_transaction_unusable_and_nothing_written(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     let before = head(store).await;
@@ -542,7 +434,7 @@ async fn failed_mutation_leaves_the_transaction_unusable_and_nothing_written(h: 
     assert!(changes_since(store, before).await.is_empty());
 }
 
-async fn stale_epoch_is_refused_at_begin_and_nothing_is_written(h: &Harness) {
+async fn stale_epoch_is_refused_at_begin_and_nothing_is_written(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     store.set_epoch(2).await.unwrap();
@@ -580,7 +472,7 @@ async fn stale_epoch_is_refused_at_begin_and_nothing_is_written(h: &Harness) {
     assert_eq!(records[0].epoch, 2);
 }
 
-async fn epoch_change_waits_for_the_open_transaction(h: &Harness) {
+async fn epoch_change_waits_for_the_open_transaction(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     let before = head(store).await;
@@ -681,7 +573,7 @@ async fn race(
     (a.await.unwrap(), b.await.unwrap())
 }
 
-async fn concurrent_transactions_creating_one_name_exactly_one_wins(h: &Harness) {
+async fn concurrent_transactions_creating_one_name_exactly_one_wins(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     let before = head(store).await;
@@ -697,7 +589,7 @@ async fn concurrent_transactions_creating_one_name_exactly_one_wins(h: &Harness)
     );
 }
 
-async fn concurrent_transactions_claiming_overlapping_locations_exactly_one_wins(h: &Harness) {
+async fn concurrent_transactions_claiming_overlapping_locations_exactly_one_wins(h: &StoreHarness) {
     let store = &h.store;
     let cat = catalog(store).await;
     store
@@ -723,7 +615,9 @@ async fn concurrent_transactions_claiming_overlapping_locations_exactly_one_wins
     assert_eq!(ops(&records), ["create_table"]);
 }
 
-async fn catalog_creates_a_namespace_and_its_missing_ancestors_in_one_transaction(h: &Harness) {
+async fn catalog_creates_a_namespace_and_its_missing_ancestors_in_one_transaction(
+    h: &StoreHarness,
+) {
     let region = if h.url.starts_with("postgres") {
         TestRegion::start_with_database(&h.url).await.unwrap()
     } else {

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::common::get_json;
+
 /// Slack for timing assertions on a loaded 2-core test machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
@@ -221,7 +223,8 @@ async fn a_body_slower_than_the_body_timeout_gets_408() {
     assert_eq!(v["error"]["type"], "RequestTimeoutException", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains(id), "{v}");
     // Nothing was created from the partial body.
-    let (status, _) = get_json(&format!("{}/namespaces/slow", region.prefix_url())).await;
+    let http = reqwest::Client::new();
+    let (status, _) = get_json(&http, &format!("{}/namespaces/slow", region.prefix_url())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     region.shutdown().await;
 }
@@ -360,12 +363,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn get_json(url: &str) -> (StatusCode, Value) {
-    let resp = reqwest::get(url).await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// Fragments of SDK and connector internals that must never reach a client.
